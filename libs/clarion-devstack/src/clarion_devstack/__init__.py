@@ -1,0 +1,1 @@
+"""The embedded Kafka-protocol/Redis/PostgreSQL stack for development and tests, and the clarion CLI."""

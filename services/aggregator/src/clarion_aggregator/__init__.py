@@ -1,0 +1,1 @@
+"""Clarion aggregator: domain events to per-user notifications."""

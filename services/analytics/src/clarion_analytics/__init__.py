@@ -1,0 +1,1 @@
+"""Clarion analytics: delivery funnel, latency and failures."""

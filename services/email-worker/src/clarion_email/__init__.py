@@ -1,0 +1,1 @@
+"""Clarion email-worker: immediate emails and digests over SMTP."""

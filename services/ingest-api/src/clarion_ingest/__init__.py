@@ -1,0 +1,1 @@
+"""Clarion ingest-api: the public HTTP API and the inbox read model."""

@@ -1,0 +1,1 @@
+"""Clarion realtime-gateway: live notifications over WebSocket."""
