@@ -18,8 +18,8 @@ from clarion_contracts.v1 import (
     EmailRequest,
     InboxEvent,
     Notification,
-    PresenceEvent,
     Preferences,
+    PresenceEvent,
     PushRequest,
     PushSubscription,
     UserProfile,
@@ -89,7 +89,7 @@ DOMAIN_EVENTS = TopicSpec(
     cleanup_policy="delete",
     producers=("producers", "ingest-api"),
     consumers=("aggregator",),
-    description="Domain events published by products (\"alice liked your post\").",
+    description='Domain events published by products ("alice liked your post").',
 )
 NOTIFICATIONS = TopicSpec(
     name="clarion.notifications.v1",

@@ -304,9 +304,9 @@ class UserProfile(ContractModel):
     schema_version: Literal[1] = 1
     user_id: UserId
     name: ShortText
-    email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = (
-        None
-    )
+    email: (
+        Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None
+    ) = None
     locale: str = "en"
     timezone: str = "UTC"
     segments: list[str] = Field(default_factory=list)
@@ -384,9 +384,9 @@ __all__ = [
     "InboxAction",
     "InboxEvent",
     "Notification",
+    "Preferences",
     "PresenceEvent",
     "PresenceStatus",
-    "Preferences",
     "PushKeys",
     "PushRequest",
     "PushSubscription",

@@ -2,7 +2,8 @@
 
 Each command group lives in its own module and is registered here:
 ``devstack`` (the embedded stack), ``contracts`` (schema snapshots, AsyncAPI),
-``deploy`` (generated deploy files), ``dev-token`` / ``dev-api-key``,
+``deploy`` (generated deploy files), ``vapid`` (Web Push keys), ``dev-token`` /
+``dev-api-key``,
 ``replay``, ``run`` and ``bench``.
 """
 
@@ -25,6 +26,7 @@ _GROUPS: tuple[tuple[str, str, str | None], ...] = (
     ("clarion_devstack.commands.contracts", "app", "contracts"),
     ("clarion_devstack.commands.deploy", "app", "deploy"),
     ("clarion_devstack.commands.dev", "app", None),
+    ("clarion_devstack.commands.vapid", "app", "vapid"),
     ("clarion_devstack.commands.replay", "app", None),
     ("clarion_devstack.commands.run", "app", None),
     ("clarion_devstack.commands.bench", "app", None),

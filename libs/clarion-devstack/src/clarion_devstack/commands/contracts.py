@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+
 from clarion_contracts.asyncapi import build_asyncapi
 from clarion_contracts.compat import IncompatibleSchemaError
 from clarion_contracts.snapshots import write_snapshots

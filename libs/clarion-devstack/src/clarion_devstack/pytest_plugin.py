@@ -1,0 +1,3 @@
+"""pytest plugin of Clarion: fixtures backed by the embedded development stack."""
+
+from __future__ import annotations

@@ -1,0 +1,190 @@
+"""Prometheus metrics: naming, registry, the ``/metrics`` app and HTTP request metrics.
+
+Names follow ``clarion_<service>_<name>`` with the service's dashes turned into
+underscores (Prometheus metric names allow ``[a-zA-Z_:][a-zA-Z0-9_:]*``), e.g.
+``clarion_ingest_api_http_requests_total``. Metrics live in the process's default
+``prometheus_client`` registry unless a :class:`~prometheus_client.CollectorRegistry`
+is passed, which tests do to stay isolated.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    make_asgi_app,
+)
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.responses import Response
+from starlette.routing import Match
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.types import ASGIApp
+
+_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Histogram buckets of HTTP request durations, in seconds."""
+
+
+def metric_name(service: str, name: str) -> str:
+    """``clarion_<service>_<name>``, sanitised to a valid Prometheus metric name.
+
+    Example: ``metric_name("push-worker", "sent_total") == "clarion_push_worker_sent_total"``.
+    """
+    svc = _INVALID.sub("_", service.lower())
+    return f"clarion_{svc}_{_INVALID.sub('_', name)}"
+
+
+def get_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """The given registry, else the process-wide default ``prometheus_client.REGISTRY``."""
+    return registry if registry is not None else REGISTRY
+
+
+def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
+    """An ASGI app serving the Prometheus text exposition format of ``registry``.
+
+    Mount it: ``app.mount("/metrics", metrics_app())``.
+    """
+    app: ASGIApp = make_asgi_app(registry=get_registry(registry))
+    return app
+
+
+def metrics_endpoint(
+    registry: CollectorRegistry | None = None,
+) -> Callable[[Request], Awaitable[Response]]:
+    """A Starlette/FastAPI endpoint answering the exposition format of ``registry``.
+
+    Unlike a mounted app it answers ``/metrics`` itself, without a redirect to ``/metrics/``.
+    """
+    reg = get_registry(registry)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+_collectors: dict[tuple[int, str], Any] = {}
+
+
+def get_or_create_counter(
+    name: str,
+    documentation: str,
+    labelnames: tuple[str, ...] = (),
+    registry: CollectorRegistry | None = None,
+) -> Counter:
+    """Return the counter ``name`` in ``registry``, creating it once.
+
+    Several brokers, apps or tests in one process share a metric instead of failing
+    with "Duplicated timeseries". ``name`` is the full name, without ``_total``
+    handling beyond what ``prometheus_client`` does.
+    """
+    reg = get_registry(registry)
+    key = (id(reg), name)
+    existing = _collectors.get(key)
+    if existing is None:
+        existing = Counter(name, documentation, labelnames, registry=reg)
+        _collectors[key] = existing
+    assert isinstance(existing, Counter)
+    return existing
+
+
+def get_or_create_histogram(
+    name: str,
+    documentation: str,
+    labelnames: tuple[str, ...] = (),
+    registry: CollectorRegistry | None = None,
+    buckets: tuple[float, ...] = Histogram.DEFAULT_BUCKETS,
+) -> Histogram:
+    """Return the histogram ``name`` in ``registry``, creating it once (see counters)."""
+    reg = get_registry(registry)
+    key = (id(reg), name)
+    existing = _collectors.get(key)
+    if existing is None:
+        existing = Histogram(name, documentation, labelnames, registry=reg, buckets=buckets)
+        _collectors[key] = existing
+    assert isinstance(existing, Histogram)
+    return existing
+
+
+class HttpMetricsMiddleware(BaseHTTPMiddleware):
+    """Counts and times HTTP requests by method, route template and status.
+
+    Exposes ``clarion_<service>_http_requests_total{method,route,status}`` and
+    ``clarion_<service>_http_request_duration_seconds{method,route}``. The route is
+    the matched path template (``/v1/inbox/{notification_id}``), never the raw
+    path, so label cardinality stays bounded; unmatched paths count as ``<unmatched>``.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, service: str, registry: CollectorRegistry | None = None
+    ) -> None:
+        super().__init__(app)
+        self.requests = get_or_create_counter(
+            metric_name(service, "http_requests_total"),
+            "HTTP requests by method, route template and status code",
+            ("method", "route", "status"),
+            registry,
+        )
+        self.duration = get_or_create_histogram(
+            metric_name(service, "http_request_duration_seconds"),
+            "HTTP request duration in seconds",
+            ("method", "route"),
+            registry,
+            HTTP_BUCKETS,
+        )
+
+    @staticmethod
+    def _route(request: Request) -> str:
+        for route in request.app.router.routes:
+            match, _ = route.matches(request.scope)
+            if match == Match.FULL:
+                return str(getattr(route, "path", request.url.path))
+        return "<unmatched>"
+
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Time the request and count it with its final status (500 if it raised)."""
+        route = self._route(request)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            self.duration.labels(request.method, route).observe(time.perf_counter() - started)
+            self.requests.labels(request.method, route, str(status)).inc()
+
+
+def instrument_fastapi(
+    app: FastAPI,
+    service: str,
+    *,
+    registry: CollectorRegistry | None = None,
+    metrics_path: str | None = "/metrics",
+) -> None:
+    """Add :class:`HttpMetricsMiddleware` to ``app`` and serve ``/metrics`` from it.
+
+    Args:
+        app: the FastAPI application.
+        service: service name used in metric names (``ingest-api``).
+        registry: where metrics live; default the process registry.
+        metrics_path: route of the exposition endpoint; ``None`` for none.
+    """
+    app.add_middleware(HttpMetricsMiddleware, service=service, registry=registry)
+    if metrics_path:
+        app.add_route(metrics_path, metrics_endpoint(registry), include_in_schema=False)

@@ -1,0 +1,201 @@
+"""Settings shared by every Clarion service, read from environment variables.
+
+Each service subclasses :class:`ServiceSettings` with its own prefix::
+
+    class IngestSettings(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="CLARION_INGEST_")
+        service_name: str = "ingest-api"
+        http_port: int = 8000
+
+Infrastructure fields (:data:`SHARED_FIELDS`: Kafka, Redis, PostgreSQL, topic and
+Redis prefixes, environment, JWT, OpenTelemetry, logging) are read from the
+service-prefixed variable first (``CLARION_INGEST_REDIS_URL``) and fall back to the
+unprefixed shared one (``CLARION_REDIS_URL``), so one deployment-wide value serves all
+services while one service can still override it. Precedence, highest first:
+constructor arguments, prefixed variables, shared ``CLARION_`` variables, ``.env``
+file (when a subclass configures one), secrets directory, field defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Literal, Self
+
+from clarion_contracts.registry import DLQ_SUFFIX, TopicSpec
+from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SHARED_ENV_PREFIX = "CLARION_"
+"""Prefix of the deployment-wide variables every service falls back to."""
+
+DEV_JWT_SECRET = "clarion-dev-secret-change-me-0123456789abcdef"  # noqa: S105
+"""The development JWT signing secret; refused when ``environment == "production"``."""
+
+SHARED_FIELDS: frozenset[str] = frozenset(
+    {
+        "environment",
+        "kafka_bootstrap_servers",
+        "kafka_partitions_override",
+        "redis_url",
+        "database_url",
+        "topic_prefix",
+        "redis_prefix",
+        "jwt_secret",
+        "jwt_algorithm",
+        "jwt_issuer",
+        "jwt_audience",
+        "jwks_url",
+        "otel_exporter",
+        "otel_endpoint",
+        "otel_sample_ratio",
+        "log_level",
+        "log_json",
+    }
+)
+"""Fields that fall back to the unprefixed ``CLARION_<FIELD>`` variable."""
+
+Environment = Literal["development", "test", "staging", "production"]
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class SharedEnvSettingsSource(EnvSettingsSource):
+    """Reads the :data:`SHARED_FIELDS` of a settings class from ``CLARION_<FIELD>`` variables.
+
+    Placed after the class's own (prefixed) environment source, so a prefixed
+    variable wins and the shared one is the fallback. Only shared fields are
+    returned: ``CLARION_HTTP_PORT`` must not configure every service's port.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls, env_prefix=SHARED_ENV_PREFIX, case_sensitive=False)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Return the field's value from the environment, skipping non-shared fields."""
+        if field_name not in SHARED_FIELDS:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__call__().items() if k in SHARED_FIELDS}
+
+
+class ServiceSettings(BaseSettings):
+    """Base settings of a Clarion service (pydantic-settings, environment variables).
+
+    The base class reads ``CLARION_<FIELD>``; subclasses set their own ``env_prefix``
+    and inherit the shared fallback described in the module docstring.
+
+    Raises:
+        pydantic.ValidationError: on construction, for malformed values or, when
+            ``environment="production"``, for the development JWT secret (which also
+            disables the development API key) or an HS256 secret under 32 bytes.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=SHARED_ENV_PREFIX, extra="ignore", case_sensitive=False
+    )
+
+    environment: Environment = "development"
+    service_name: str = "clarion"
+    instance_id: str = Field(default_factory=_default_instance_id)
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_partitions_override: int | None = Field(
+        default=None,
+        ge=1,
+        description="Create every topic with this many partitions (development stacks)",
+    )
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = "postgresql+asyncpg://clarion:clarion@localhost:5432/clarion"
+    topic_prefix: str = Field(
+        default="", description="Prepended to every topic name (test isolation, multi-tenant)"
+    )
+    redis_prefix: str = Field(default="clarion:", description="Prepended to every Redis key")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    otel_exporter: Literal["none", "otlp", "console"] = "none"
+    otel_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces"
+    )
+    otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, repr=False)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = "HS256"
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwks_url: str | None = None
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Insert the shared ``CLARION_`` source right after the prefixed environment."""
+        return (
+            init_settings,
+            env_settings,
+            SharedEnvSettingsSource(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @model_validator(mode="after")
+    def _production_refuses_dev_secrets(self) -> Self:
+        if self.environment != "production":
+            return self
+        if self.jwt_algorithm.startswith("HS"):
+            if self.jwt_secret == DEV_JWT_SECRET:
+                raise ValueError(
+                    "the development JWT secret (and with it the development API key) "
+                    "is refused in production: set CLARION_JWT_SECRET"
+                )
+            if len(self.jwt_secret.encode()) < 32:
+                raise ValueError("jwt_secret must be at least 32 bytes for HMAC (RFC 7518 §3.2)")
+        elif not self.jwks_url and self.jwt_secret == DEV_JWT_SECRET:
+            raise ValueError(f"{self.jwt_algorithm} in production needs jwks_url")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        """True when ``environment == "production"``."""
+        return self.environment == "production"
+
+    def topic(self, spec_or_name: TopicSpec | str) -> str:
+        """Runtime name of a topic: ``topic_prefix + spec.name``.
+
+        Args:
+            spec_or_name: a registry :class:`TopicSpec` or a bare topic name.
+        """
+        name = spec_or_name.name if isinstance(spec_or_name, TopicSpec) else spec_or_name
+        return self.topic_prefix + name
+
+    def dlq(self, spec_or_name: TopicSpec | str) -> str:
+        """Runtime name of a topic's dead-letter twin: ``topic(spec) + ".dlq"``."""
+        return self.topic(spec_or_name) + DLQ_SUFFIX
+
+    def redis_key(self, *parts: str) -> str:
+        """A namespaced Redis key: ``redis_prefix`` + parts joined by ``:``."""
+        return self.redis_prefix + ":".join(parts)
+
+    def partitions_for(self, spec: TopicSpec) -> int:
+        """Partition count to create ``spec`` with (``kafka_partitions_override`` wins)."""
+        return self.kafka_partitions_override or spec.partitions

@@ -1,0 +1,1 @@
+"""Pure Web Push delivery logic: payloads, headers, retry decisions. No I/O here."""
