@@ -45,7 +45,7 @@ format: $(STAMP) ## Format and autofix with ruff
 	$(BIN)/ruff check --fix .
 
 unit: $(STAMP) ## Unit tests only (no servers)
-	$(BIN)/pytest -q -m "not integration and not e2e and not browser" contracts libs services $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not integration and not e2e and not browser" contracts libs services deploy $(PYTEST_ARGS)
 
 integration: $(STAMP) ## Integration tests on the embedded stack
 	$(BIN)/pytest -q -m "integration" contracts libs services $(PYTEST_ARGS)
@@ -54,7 +54,7 @@ e2e: $(STAMP) ## End-to-end tests: the whole stack as processes, real events rep
 	$(BIN)/pytest -q tests-e2e $(PYTEST_ARGS)
 
 test: lint $(STAMP) ## Lint, unit, integration and end-to-end tests (starts the embedded stack itself)
-	$(BIN)/pytest -q contracts libs services tests-e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -q contracts libs services deploy tests-e2e $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Benchmarks on the embedded stack; writes docs/benchmarks.md
 	$(BIN)/clarion bench --output docs/benchmarks.md

@@ -1,1 +1,3 @@
-"""The embedded Kafka-protocol/Redis/PostgreSQL stack for development and tests, and the clarion CLI."""
+"""The embedded Kafka-protocol/Redis/PostgreSQL stack for development and tests, and the
+clarion CLI.
+"""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +77,11 @@ def metrics_endpoint(
     return metrics
 
 
-_collectors: dict[tuple[int, str], Any] = {}
+# Keyed by the registry object itself (weakly): an id() could be reused by a new
+# registry after the old one is collected, handing out a metric of a dead registry.
+_collectors: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def get_or_create_counter(
@@ -92,11 +97,10 @@ def get_or_create_counter(
     handling beyond what ``prometheus_client`` does.
     """
     reg = get_registry(registry)
-    key = (id(reg), name)
-    existing = _collectors.get(key)
+    known = _collectors.setdefault(reg, {})
+    existing = known.get(name)
     if existing is None:
-        existing = Counter(name, documentation, labelnames, registry=reg)
-        _collectors[key] = existing
+        existing = known[name] = Counter(name, documentation, labelnames, registry=reg)
     assert isinstance(existing, Counter)
     return existing
 
@@ -110,11 +114,11 @@ def get_or_create_histogram(
 ) -> Histogram:
     """Return the histogram ``name`` in ``registry``, creating it once (see counters)."""
     reg = get_registry(registry)
-    key = (id(reg), name)
-    existing = _collectors.get(key)
+    known = _collectors.setdefault(reg, {})
+    existing = known.get(name)
     if existing is None:
         existing = Histogram(name, documentation, labelnames, registry=reg, buckets=buckets)
-        _collectors[key] = existing
+        known[name] = existing
     assert isinstance(existing, Histogram)
     return existing
 

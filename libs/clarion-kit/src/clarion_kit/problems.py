@@ -180,7 +180,7 @@ async def _problem_error_handler(request: Request, exc: Exception) -> JSONRespon
 
 async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else None
+    detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail == _title(exc.status_code):
         detail = None
     return problem_response(
@@ -219,9 +219,7 @@ async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResp
         error_type=type(exc).__name__,
         exc_info=exc,
     )
-    return problem_response(
-        500, detail="an unexpected error occurred", instance=request.url.path
-    )
+    return problem_response(500, detail="an unexpected error occurred", instance=request.url.path)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

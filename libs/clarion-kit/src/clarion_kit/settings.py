@@ -22,7 +22,6 @@ import os
 import socket
 from typing import Any, Literal, Self
 
-from clarion_contracts.registry import DLQ_SUFFIX, TopicSpec
 from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -32,10 +31,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from clarion_contracts.registry import DLQ_SUFFIX, TopicSpec
+
 SHARED_ENV_PREFIX = "CLARION_"
 """Prefix of the deployment-wide variables every service falls back to."""
 
-DEV_JWT_SECRET = "clarion-dev-secret-change-me-0123456789abcdef"  # noqa: S105
+DEV_JWT_SECRET = "clarion-dev-secret-change-me-0123456789abcdef"
 """The development JWT signing secret; refused when ``environment == "production"``."""
 
 SHARED_FIELDS: frozenset[str] = frozenset(
@@ -43,6 +44,7 @@ SHARED_FIELDS: frozenset[str] = frozenset(
         "environment",
         "kafka_bootstrap_servers",
         "kafka_partitions_override",
+        "kafka_replication_factor",
         "redis_url",
         "database_url",
         "topic_prefix",
@@ -115,6 +117,9 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="Create every topic with this many partitions (development stacks)",
     )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of topics created at start-up"
+    )
     redis_url: str = "redis://localhost:6379/0"
     database_url: str = "postgresql+asyncpg://clarion:clarion@localhost:5432/clarion"
     topic_prefix: str = Field(
@@ -136,6 +141,12 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwks_url: str | None = None
+
+    retry_max_attempts: int = Field(
+        default=3, ge=1, description="Handler runs per record before it goes to the DLQ"
+    )
+    retry_initial_backoff_seconds: float = Field(default=0.1, ge=0.0)
+    retry_max_backoff_seconds: float = Field(default=5.0, ge=0.0)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from clarion_kit.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from clarion_kit.settings import ServiceSettings
 
 
 class IngestSettings(ServiceSettings):
@@ -55,6 +56,9 @@ class IngestSettings(ServiceSettings):
     batch_delete_max: int = Field(default=500, ge=1, le=10_000)
     counts_cache_ttl_seconds: int = Field(default=3600, ge=1)
 
+    consumer_group: str = Field(
+        default="ingest-api", description="Kafka consumer group of the inbox read model"
+    )
     consume_notifications: bool = Field(
         default=True, description="Materialise the inbox from clarion.notifications.v1"
     )

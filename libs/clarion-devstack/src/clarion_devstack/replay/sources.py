@@ -72,8 +72,8 @@ def read_events(path: Path, stats: SourceStats | None = None) -> Iterator[Domain
     Lines that are blank or map to no notification are counted in ``stats.skipped``.
 
     Raises:
-        ValueError: a line is not JSON (with the line number).
-        pydantic.ValidationError: an NDJSON domain event breaks the contract.
+        ValueError: a line is not JSON, not a GitHub event, or an NDJSON domain
+            event that breaks the contract (the message names file and line).
     """
     stats = stats if stats is not None else SourceStats()
     with _open(path) as handle:
@@ -85,7 +85,12 @@ def read_events(path: Path, stats: SourceStats | None = None) -> Iterator[Domain
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not JSON: {exc}") from exc
-            event = DomainEvent.model_validate(raw) if "event_id" in raw else to_domain_event(raw)
+            try:
+                event = (
+                    DomainEvent.model_validate(raw) if "event_id" in raw else to_domain_event(raw)
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{path}:{number}: not a domain or GitHub event: {exc}") from exc
             if event is None:
                 stats.skipped += 1
                 continue

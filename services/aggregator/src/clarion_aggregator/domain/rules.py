@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from clarion_contracts.base import Channel, Priority
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
@@ -87,7 +88,9 @@ class AggregationRule:
         return int(self.window.total_seconds() * 1000)
 
 
-def _rule_from(event_type: str, raw: Mapping[str, Any], base: AggregationRule | None) -> AggregationRule:
+def _rule_from(
+    event_type: str, raw: Mapping[str, Any], base: AggregationRule | None
+) -> AggregationRule:
     unknown = set(raw) - RULE_KEYS
     if unknown:
         raise RulesError(f"rule {event_type!r}: unknown keys {sorted(unknown)}")

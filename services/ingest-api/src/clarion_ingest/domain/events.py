@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from clarion_contracts.v1 import DomainEvent
 from pydantic import ValidationError
+
+from clarion_contracts.v1 import DomainEvent
 
 ErrorItem = dict[str, Any]
 """One validation error: ``{"loc": [...], "msg": str, "type": str}`` (pydantic's shape)."""
@@ -45,9 +46,7 @@ def _errors_of(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[Erro
     ]
 
 
-def parse_event(
-    raw: Any, ingested_at: datetime, prefix: tuple[str | int, ...] = ()
-) -> DomainEvent:
+def parse_event(raw: Any, ingested_at: datetime, prefix: tuple[str | int, ...] = ()) -> DomainEvent:
     """Validate one decoded JSON value as a :class:`DomainEvent` and stamp ``ingested_at``.
 
     Args:

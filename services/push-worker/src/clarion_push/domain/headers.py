@@ -31,9 +31,7 @@ def derive_topic(notification_id: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
 
 
-def push_headers(
-    *, ttl_seconds: int, urgency: Urgency, topic: str | None
-) -> dict[str, str]:
+def push_headers(*, ttl_seconds: int, urgency: Urgency, topic: str | None) -> dict[str, str]:
     """The ``TTL``, ``Urgency`` and ``Topic`` headers of one push message.
 
     Args:

@@ -46,14 +46,11 @@ def encode(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _shorten(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` UTF-8 octets, ending in an ellipsis when cut."""
-    raw = text.encode()
-    if len(raw) <= max_bytes:
+def _cut(text: str, keep: int) -> str:
+    """``text`` cut to its first ``keep`` characters, ending in an ellipsis when cut."""
+    if keep >= len(text):
         return text
-    budget = max(0, max_bytes - len(ELLIPSIS.encode()))
-    # errors="ignore" drops a multi-byte character cut in half at the boundary.
-    return raw[:budget].decode(errors="ignore").rstrip() + ELLIPSIS
+    return text[:keep].rstrip() + ELLIPSIS
 
 
 def fit(fields: dict[str, Any], max_bytes: int) -> bytes:
@@ -77,18 +74,20 @@ def fit(fields: dict[str, Any], max_bytes: int) -> bytes:
         return data
     out = dict(fields)
     for name in ("body", "title"):
-        overflow = len(encode(out)) - max_bytes
-        if overflow <= 0:
+        if len(encode(out)) <= max_bytes:
             break
-        # JSON escaping can make the encoded text longer than its UTF-8 bytes, so cut
-        # by the overflow and then keep cutting until it fits.
-        current = str(out[name])
-        target = max(0, len(current.encode()) - overflow)
-        while True:
-            out[name] = _shorten(current, target)
-            if len(encode(out)) <= max_bytes or target == 0:
-                break
-            target = max(0, target - max(8, (len(encode(out)) - max_bytes)))
+        # Binary search on the characters kept: JSON escaping makes the encoded size
+        # differ from the text's UTF-8 size, so measure the encoded document itself.
+        text = str(fields[name])
+        lo, hi, best = 0, len(text), 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            out[name] = _cut(text, mid)
+            if len(encode(out)) <= max_bytes:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        out[name] = _cut(text, best)
     data = encode(out)
     if len(data) > max_bytes:
         raise ValueError(f"payload does not fit in {max_bytes} bytes")

@@ -101,7 +101,7 @@ class BackoffPolicy:
         """
         if attempt < 1:
             raise ValueError("attempt is 1-based")
-        exponential = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        exponential = min(self.max_seconds, self.base_seconds * 2.0 ** (attempt - 1))
         exponential *= 1.0 + max(0.0, min(jitter, 1.0))
         if retry_after is None:
             return exponential

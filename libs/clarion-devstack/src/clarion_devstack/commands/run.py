@@ -1,0 +1,172 @@
+"""``clarion run``: the embedded stack, all six services, and a replay of real events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clarion_contracts.v1 import DomainEvent
+from clarion_devstack.drain import wait_drained
+from clarion_devstack.launch import LaunchConfig, Ports, service_specs, urls
+from clarion_devstack.observer import LatencyObserver
+from clarion_devstack.replay.client import ReplayClient, replay
+from clarion_devstack.replay.sources import SourceStats, read_events, resolve_source
+from clarion_devstack.stack import Stack, StackConfig, StackInfo, find_project_root
+from clarion_devstack.supervisor import Supervisor
+
+app = typer.Typer()
+
+GROUPS = ("aggregator", "ingest-api", "realtime-gateway", "analytics")
+"""Consumer groups whose lag must reach zero before a replay counts as delivered."""
+
+
+def _echo(console: Console) -> Callable[[str, str, str], None]:
+    def echo(name: str, colour: str, line: str) -> None:
+        console.print(f"[{colour}]{name:>16} |[/] {escape(line)}", soft_wrap=True, highlight=False)
+
+    return echo
+
+
+async def _replay(
+    console: Console,
+    source: Path,
+    ports: Ports,
+    info: StackInfo,
+    speed: float,
+) -> None:
+    from clarion_devstack.commands.replay import default_api_key
+
+    stats = SourceStats()
+    events: list[DomainEvent] = list(read_events(source, stats))
+    per_user: Counter[str] = Counter(r for e in events for r in (e.recipients or []))
+    console.print(
+        f"replaying [bold]{source.name}[/]: {stats.mapped} domain events "
+        f"({stats.lines} GitHub events, {stats.skipped} notify nobody)"
+    )
+    api = f"http://127.0.0.1:{ports.ingest}"
+    watched = [user for user, _ in per_user.most_common(20)]
+    observer = LatencyObserver(f"ws://127.0.0.1:{ports.gateway}/v1/ws", watched)
+    await observer.start()
+    async with ReplayClient(api, default_api_key()) as client:
+        users = set(per_user) | {e.actor.id for e in events}
+        console.print(f"creating {len(users)} user profiles ...")
+        await client.ensure_profiles(users)
+        with Progress(
+            TextColumn("[bold blue]replay"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.0f} events/s"),
+            TextColumn("delivery p50 {task.fields[p50]} p99 {task.fields[p99]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("replay", total=len(events), rate=0.0, p50="-", p99="-")
+
+            def tick(accepted: int) -> None:
+                p50, p99 = observer.percentiles_ms()
+                progress.update(
+                    task,
+                    completed=accepted,
+                    rate=client.stats.rate,
+                    p50=f"{p50:.0f} ms" if p50 is not None else "-",
+                    p99=f"{p99:.0f} ms" if p99 is not None else "-",
+                )
+
+            started = time.monotonic()
+            await replay(events, client, speed=speed, on_progress=tick)
+            elapsed = time.monotonic() - started
+    console.print(
+        f"accepted {client.stats.accepted} events in {elapsed:.1f}s "
+        f"({client.stats.accepted / max(elapsed, 1e-9):.0f} events/s); waiting for delivery ..."
+    )
+    await wait_drained(info.kafka_bootstrap_servers, GROUPS, timeout=600)
+    await asyncio.sleep(0.5)
+    await observer.stop()
+    p50, p99 = observer.percentiles_ms()
+    console.print(
+        f"delivered: {observer.frames} live frames to the {len(watched)} busiest users; "
+        f"POST accepted -> frame p50 {p50 or 0:.1f} ms, p99 {p99 or 0:.1f} ms"
+    )
+    if per_user:
+        user, count = per_user.most_common(1)[0]
+        console.print(
+            f"\n[bold green]Try the demo inbox as {user}[/] ({count} events for them): "
+            f"http://127.0.0.1:{ports.ingest}/?user={user}"
+        )
+
+
+async def _main(
+    console: Console, replay_spec: str, speed: float, exit_after_replay: bool, data_dir: Path
+) -> int:
+    stack = Stack(StackConfig.default())
+    console.print("starting the embedded stack (Kafka protocol, Redis, PostgreSQL) ...")
+    info = await asyncio.to_thread(stack.start)
+    console.print(f"stack ready in {stack.startup_seconds or 0:.1f}s: {info.to_dict()}")
+    ports = Ports()
+    config = LaunchConfig(info=info, ports=ports, state_dir=data_dir)
+    supervisor = Supervisor(data_dir / "logs", _echo(console))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        for spec in service_specs(config):
+            await supervisor.start(spec)
+        for name in supervisor.names:
+            await supervisor.wait_ready(name, timeout=120)
+        table = Table(title="Clarion is up", show_header=False)
+        for label, url in urls(ports).items():
+            table.add_row(label, url)
+        console.print(table)
+        if replay_spec != "none":
+            source = resolve_source(replay_spec)
+            work = asyncio.create_task(_replay(console, source, ports, info, speed))
+            waiter = asyncio.create_task(stop.wait())
+            failed = asyncio.ensure_future(supervisor.failure)
+            pending: set[asyncio.Future[object]] = {work, waiter, failed}  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if failed in done:
+                console.print(f"[red]{supervisor.failure.result()}[/]")
+                code = 1
+            if work in done:
+                work.result()
+            else:
+                work.cancel()
+            waiter.cancel()
+            if exit_after_replay or code:
+                return code
+        console.print("press Ctrl-C to stop")
+        await stop.wait()
+        return code
+    finally:
+        console.print("stopping services ...")
+        await supervisor.stop()
+        await asyncio.to_thread(stack.stop)
+        console.print(f"stopped; logs kept in {data_dir / 'logs'}")
+
+
+@app.command("run")
+def run_command(
+    replay_spec: str = typer.Option("default", "--replay", help="default, none, or a file"),
+    speed: float = typer.Option(0.0, help="N x real time; 0 replays as fast as accepted"),
+    exit_after_replay: bool = typer.Option(False, help="Stop once the replay is delivered"),
+) -> None:
+    """Start the embedded stack and all six services, then replay real GitHub events."""
+    console = Console()
+    data_dir = find_project_root() / ".clarion" / "run"
+    code = 1
+    with contextlib.suppress(KeyboardInterrupt):
+        code = asyncio.run(_main(console, replay_spec, speed, exit_after_replay, data_dir))
+    raise typer.Exit(code)

@@ -1,0 +1,280 @@
+"""Kafka: the FastStream broker every service uses, subscriber defaults, topic creation.
+
+Delivery is at-least-once: producers use ``acks="all"`` (the record is on every
+in-sync replica before the send returns) without the idempotent producer (the
+embedded Tansu broker refuses ``InitProducerId``), so duplicates are possible
+and every consumer deduplicates (:mod:`clarion_kit.dedup`). Consumers commit an
+offset only after the handler finished (FastStream ``AckPolicy.NACK_ON_ERROR``:
+commit on success, seek back on an unhandled error) and failures go through
+:mod:`clarion_kit.retry` to the DLQ, after which the offset is committed.
+
+Typical service wiring::
+
+    broker = create_broker(settings)
+
+    @broker.subscriber(settings.topic(DOMAIN_EVENTS), **subscriber_options(settings))
+    async def on_event(event: DomainEvent) -> None: ...
+
+    app = AsgiFastStream(broker, asgi_routes=health.asgi_routes(checks),
+                         on_startup=[lambda: ensure_topics(settings)])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.middlewares import AckPolicy
+from prometheus_client import REGISTRY
+
+from clarion_contracts.registry import TOPICS, TopicSpec
+from clarion_kit.logging import get_logger
+from clarion_kit.metrics import metric_name
+from clarion_kit.retry import DeadLetterMiddleware, RetryPolicy
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+    from prometheus_client import CollectorRegistry
+
+    from clarion_kit.settings import ServiceSettings
+
+_log = get_logger(__name__)
+
+FETCH_MAX_WAIT_MS = 5
+"""Consumer long-poll wait: small, since Tansu otherwise adds hundreds of ms of latency."""
+
+KAFKA_LOGGER = "clarion.kafka"
+"""Name of the stdlib logger FastStream brokers log through."""
+
+TOPIC_ALREADY_EXISTS = 36
+"""Kafka protocol error code ``TOPIC_ALREADY_EXISTS``."""
+
+
+def create_broker(
+    settings: ServiceSettings,
+    *,
+    registry: CollectorRegistry | None = None,
+    tracer_provider: TracerProvider | None = None,
+    retry_policy: RetryPolicy | None = None,
+    dead_letter: bool = True,
+    middlewares: Sequence[Any] = (),
+    **overrides: Any,
+) -> KafkaBroker:
+    """Return a FastStream ``KafkaBroker`` configured the Clarion way (not yet connected).
+
+    * ``acks="all"``, ``enable_idempotence=False``, ``client_id`` =
+      ``<service_name>-<instance_id>``;
+    * ack policy ``NACK_ON_ERROR``: offsets committed after the handler (at-least-once);
+    * logs through the stdlib logger :data:`KAFKA_LOGGER` (JSON once logging is configured);
+    * middlewares, outermost first: OpenTelemetry (consume/publish spans, W3C
+      ``traceparent`` in record headers), Prometheus (``clarion_<service>_*`` FastStream
+      metrics), then ``middlewares``, then the DLQ middleware (retries with backoff, then
+      ``<topic>.dlq``) unless ``dead_letter=False``.
+
+    Args:
+        settings: ``kafka_bootstrap_servers``, ``service_name``, ``instance_id``, ``retry_*``.
+        registry: Prometheus registry (default: the process one).
+        tracer_provider: OpenTelemetry provider (default: the global one).
+        retry_policy: overrides :meth:`RetryPolicy.from_settings`.
+        dead_letter: install the retry/DLQ middleware.
+        middlewares: extra FastStream middlewares.
+        **overrides: any ``KafkaBroker`` keyword argument, applied last.
+
+    The DLQ middleware is reachable as ``broker.clarion_dlq`` (None when disabled).
+    """
+    reg = registry if registry is not None else REGISTRY
+    chain: list[Any] = [
+        KafkaTelemetryMiddleware(tracer_provider=tracer_provider),
+        KafkaPrometheusMiddleware(
+            registry=reg,
+            app_name=settings.service_name,
+            metrics_prefix=metric_name(settings.service_name, "").rstrip("_"),
+        ),
+        *middlewares,
+    ]
+    dlq: DeadLetterMiddleware | None = None
+    if dead_letter:
+        dlq = DeadLetterMiddleware(
+            settings.service_name,
+            retry_policy or RetryPolicy.from_settings(settings),
+            registry=reg,
+        )
+        chain.append(dlq)
+    options: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in settings.kafka_bootstrap_servers.split(",")],
+        "acks": "all",
+        "enable_idempotence": False,
+        "client_id": f"{settings.service_name}-{settings.instance_id}",
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "middlewares": chain,
+        "graceful_timeout": 15.0,
+        # A plain stdlib logger: records propagate to the root handler that
+        # clarion_kit.logging.configure_logging installs (JSON with trace ids).
+        "logger": logging.getLogger(KAFKA_LOGGER),
+    }
+    options.update(overrides)
+    broker = KafkaBroker(**options)
+    if dlq is not None:
+        dlq.bind(broker)
+    broker.clarion_dlq = dlq  # type: ignore[attr-defined]
+    return broker
+
+
+def subscriber_options(
+    settings: ServiceSettings,
+    *,
+    group_id: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Keyword arguments for ``broker.subscriber(topic, **subscriber_options(settings))``.
+
+    * ``group_id``: the consumer group, default ``settings.service_name`` (one group per
+      service: partitions are shared among its replicas);
+    * ``auto_offset_reset="earliest"``: a new group reads the topic from the start;
+    * ``fetch_max_wait_ms`` = :data:`FETCH_MAX_WAIT_MS`;
+    * ``ack_policy=NACK_ON_ERROR``: commit after the handler returned (or the record was
+      dead-lettered), seek back when it raised. Pass ``ack_policy=AckPolicy.MANUAL`` to
+      commit yourself with ``await message.ack()``.
+
+    ``overrides`` replace any of these or add other ``subscriber`` arguments.
+    """
+    options: dict[str, Any] = {
+        "group_id": group_id or settings.service_name,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
+    }
+    options.update(overrides)
+    return options
+
+
+def _new_topics(
+    settings: ServiceSettings, specs: Iterable[TopicSpec], include_dlq: bool
+) -> list[NewTopic]:
+    topics: list[NewTopic] = []
+    for spec in specs:
+        partitions = settings.partitions_for(spec)
+        topics.append(
+            NewTopic(
+                settings.topic(spec),
+                partitions,
+                settings.kafka_replication_factor,
+                topic_configs=spec.config(),
+            )
+        )
+        if include_dlq:
+            topics.append(
+                NewTopic(
+                    settings.dlq(spec),
+                    partitions,
+                    settings.kafka_replication_factor,
+                    topic_configs=spec.dlq_config(),
+                )
+            )
+    return topics
+
+
+async def ensure_topics(
+    settings: ServiceSettings,
+    specs: Iterable[TopicSpec] = TOPICS,
+    *,
+    include_dlq: bool = True,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the topics of ``specs`` (and their ``.dlq`` twins) if missing; wait for them.
+
+    Names come from ``settings.topic`` / ``settings.dlq``; partitions from the spec
+    unless ``kafka_partitions_override`` is set; configuration from ``spec.config()``
+    (``cleanup.policy``, ``retention.ms``...) and ``spec.dlq_config()``. Topics that
+    already exist are left as they are (Kafka CreateTopics error 36 is ignored).
+    Returns once cluster metadata lists every topic with its partitions.
+
+    Args:
+        settings: service settings.
+        specs: topic specs from :mod:`clarion_contracts.registry`.
+        include_dlq: also create each ``<topic>.dlq``.
+        timeout: seconds to wait for the broker and metadata.
+
+    Returns:
+        The names of the topics this call created (empty if all existed).
+
+    Raises:
+        RuntimeError: the broker answered another CreateTopics error, or metadata did not
+            show the topics within ``timeout``.
+        aiokafka.errors.KafkaConnectionError: the broker is unreachable.
+    """
+    wanted = _new_topics(settings, specs, include_dlq)
+    if not wanted:
+        return []
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=[s.strip() for s in settings.kafka_bootstrap_servers.split(",")],
+        client_id=f"{settings.service_name}-admin",
+        request_timeout_ms=int(timeout * 1000),
+    )
+    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        created = await _create(admin, wanted, timeout)
+        await _wait_for_metadata(admin, {t.name: t.num_partitions for t in wanted}, timeout)
+    finally:
+        await admin.close()
+    if created:
+        _log.info("topics created", topics=created)
+    return created
+
+
+async def _create(admin: AIOKafkaAdminClient, wanted: list[NewTopic], timeout: float) -> list[str]:
+    existing = set(await admin.list_topics())
+    missing = [t for t in wanted if t.name not in existing]
+    if not missing:
+        return []
+    response = await admin.create_topics(missing, timeout_ms=int(timeout * 1000))
+    created: list[str] = []
+    errors: list[str] = []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code == 0:
+            created.append(name)
+        elif code != TOPIC_ALREADY_EXISTS:
+            errors.append(f"{name}: error {code} {message or ''}".strip())
+    if errors:
+        raise RuntimeError("CreateTopics failed: " + "; ".join(errors))
+    return created
+
+
+async def _wait_for_metadata(
+    admin: AIOKafkaAdminClient, partitions: dict[str, int], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    names = list(partitions)
+    while True:
+        described = await admin.describe_topics(names)
+        ready = {
+            t["topic"]
+            for t in described
+            if t.get("error_code", 0) == 0 and len(t.get("partitions", ())) >= 1
+        }
+        if ready.issuperset(names):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"topics not in metadata after {timeout}s: {sorted(set(names) - ready)}"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def ping(broker: KafkaBroker, timeout: float = 2.0) -> None:
+    """Readiness check: the broker's connection answers within ``timeout`` seconds.
+
+    Raises:
+        RuntimeError: the broker is not connected or did not answer.
+    """
+    if not await broker.ping(timeout):
+        raise RuntimeError("Kafka broker unreachable")

@@ -1,0 +1,184 @@
+"""OpenTelemetry tracing and W3C Trace Context propagation through Kafka headers.
+
+A trace crosses services in the ``traceparent`` (and ``tracestate``) record
+headers, as the W3C Trace Context recommendation defines them; FastStream's
+``KafkaTelemetryMiddleware`` (installed by :func:`clarion_kit.kafka.create_broker`)
+does it for brokered messages, and :func:`inject` / :func:`extract` do it for
+header collections handled by hand (aiokafka ``[(str, bytes)]`` lists or dicts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+if TYPE_CHECKING:
+    from clarion_kit.settings import ServiceSettings
+
+HeaderList = list[tuple[str, bytes]]
+"""Kafka record headers as aiokafka exposes them."""
+
+H = TypeVar("H", bound="MutableMapping[str, Any] | HeaderList")
+
+
+_attached: set[int] = set()
+
+
+def create_exporter(settings: ServiceSettings) -> SpanExporter | None:
+    """The span exporter ``settings.otel_exporter`` names, or None for ``none``.
+
+    ``otlp`` is OTLP/HTTP protobuf (OpenTelemetry Protocol) to ``otel_endpoint``, or to
+    the standard ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` when that is unset.
+    """
+    if settings.otel_exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=settings.otel_endpoint)
+    if settings.otel_exporter == "console":
+        return ConsoleSpanExporter()
+    return None
+
+
+def configure_tracing(
+    settings: ServiceSettings,
+    exporter: SpanExporter | None = None,
+    *,
+    batch: bool | None = None,
+) -> TracerProvider:
+    """Install the process's OpenTelemetry tracer provider and return it.
+
+    The resource carries ``service.name`` = ``settings.service_name`` and
+    ``service.instance.id``; sampling is parent-based with ``otel_sample_ratio``.
+
+    Args:
+        settings: ``otel_exporter`` picks the exporter when ``exporter`` is None:
+            ``none`` (spans are created, so trace ids reach logs and headers, but not
+            exported), ``otlp`` (OTLP/HTTP protobuf to ``otel_endpoint`` or the
+            ``OTEL_EXPORTER_OTLP_*`` environment) or ``console`` (stdout).
+        exporter: an exporter to use instead, e.g. ``InMemorySpanExporter`` in tests.
+        batch: batch spans before export; default True for OTLP, False otherwise
+            (so an injected exporter sees each span as soon as it ends).
+
+    OpenTelemetry allows one global provider per process: when one is already
+    installed, the new exporter is added to it (once) and the existing provider is returned.
+    """
+    if exporter is None:
+        exporter = create_exporter(settings)
+        if batch is None and settings.otel_exporter == "otlp":
+            batch = True
+    processor = None
+    if exporter is not None and id(exporter) in _attached:
+        exporter = None  # already exporting to it: a second processor would duplicate spans
+    if exporter is not None:
+        _attached.add(id(exporter))
+        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        if processor is not None:
+            current.add_span_processor(processor)
+        return current
+
+    provider = TracerProvider(
+        resource=Resource.create(
+            {SERVICE_NAME: settings.service_name, SERVICE_INSTANCE_ID: settings.instance_id}
+        ),
+        sampler=ParentBased(TraceIdRatioBased(settings.otel_sample_ratio)),
+    )
+    if processor is not None:
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def shutdown_tracing() -> None:
+    """Flush and shut down the global SDK tracer provider (call at process exit)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush()
+        provider.shutdown()
+
+
+def get_tracer(name: str) -> trace.Tracer:
+    """A tracer from the global provider (a no-op one until tracing is configured)."""
+    return trace.get_tracer(name)
+
+
+class _HeaderGetter(Getter[Any]):
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        key = key.lower()
+        items: Iterable[tuple[str, Any]] = (
+            carrier.items() if isinstance(carrier, Mapping) else carrier
+        )
+        values = [
+            v.decode("latin-1") if isinstance(v, bytes | bytearray) else str(v)
+            for k, v in items
+            if k.lower() == key and v is not None
+        ]
+        return values or None
+
+    def keys(self, carrier: Any) -> list[str]:
+        if isinstance(carrier, Mapping):
+            return [str(k) for k in carrier]
+        return [k for k, _ in carrier]
+
+
+class _HeaderSetter(Setter[Any]):
+    def set(self, carrier: Any, key: str, value: str) -> None:
+        if isinstance(carrier, MutableMapping):
+            # A bytes-valued dict stays bytes-valued (Kafka header values are bytes).
+            as_bytes = any(isinstance(v, bytes | bytearray) for v in carrier.values())
+            carrier[key] = value.encode("latin-1") if as_bytes else value
+        else:
+            carrier[:] = [(k, v) for k, v in carrier if k.lower() != key.lower()]
+            carrier.append((key, value.encode("latin-1")))
+
+
+_GETTER = _HeaderGetter()
+_SETTER = _HeaderSetter()
+
+
+def inject(headers: H, context: Context | None = None) -> H:
+    """Write the current (or ``context``'s) trace context into Kafka headers.
+
+    Args:
+        headers: a ``dict`` (values stay ``str``, or ``bytes`` if the dict already
+            holds bytes) or an aiokafka header list ``[(name, bytes)]``; modified in place.
+        context: the context to propagate; default the current one.
+
+    Returns:
+        ``headers``, with ``traceparent`` (and ``tracestate`` when set) per W3C Trace Context.
+        Nothing is written outside a recording or remote span.
+    """
+    propagate.inject(headers, context=context, setter=_SETTER)
+    return headers
+
+
+def extract(
+    headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None,
+    context: Context | None = None,
+) -> Context:
+    """Read the W3C trace context from Kafka headers (dict or ``[(name, bytes)]``).
+
+    Returns:
+        A context whose span is the remote parent, for ``tracer.start_as_current_span(
+        ..., context=extract(headers))``; ``context`` (default: an empty one) unchanged
+        when the headers carry no valid ``traceparent``.
+    """
+    if headers is None:
+        return context if context is not None else Context()
+    carrier = headers if isinstance(headers, Mapping) else list(headers)
+    return propagate.extract(carrier, context=context, getter=_GETTER)

@@ -1,0 +1,32 @@
+"""Fixtures of the clarion-kit tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from clarion_kit.settings import ServiceSettings
+from clarion_kit.tracing import configure_tracing
+
+_SPANS = InMemorySpanExporter()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ``CLARION_*`` variable of the outer environment leaks into settings tests."""
+    for name in list(os.environ):
+        if name.upper().startswith("CLARION_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The process tracer provider (configured once) exporting into memory, emptied per test."""
+    configure_tracing(ServiceSettings(service_name="kit-tests"), exporter=_SPANS)
+    _SPANS.clear()
+    yield _SPANS
+    _SPANS.clear()

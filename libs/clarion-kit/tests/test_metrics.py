@@ -1,0 +1,61 @@
+"""Metric naming, HTTP request metrics and the /metrics endpoint."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from clarion_kit.metrics import get_or_create_counter, instrument_fastapi, metric_name
+
+
+def test_metric_name() -> None:
+    assert metric_name("push-worker", "sent_total") == "clarion_push_worker_sent_total"
+    assert metric_name("Ingest-API", "http.requests") == "clarion_ingest_api_http_requests"
+
+
+def test_counter_is_shared_per_registry() -> None:
+    reg = CollectorRegistry()
+    a = get_or_create_counter("clarion_t_things_total", "d", ("k",), reg)
+    b = get_or_create_counter("clarion_t_things_total", "d", ("k",), reg)
+    assert a is b
+    other = get_or_create_counter("clarion_t_things_total", "d", ("k",), CollectorRegistry())
+    assert other is not a
+
+
+def test_http_metrics_and_endpoint() -> None:
+    reg = CollectorRegistry()
+    app = FastAPI()
+
+    @app.get("/v1/inbox/{notification_id}")
+    async def get_one(notification_id: str) -> dict[str, str]:
+        return {"id": notification_id}
+
+    instrument_fastapi(app, "ingest-api", registry=reg)
+    client = TestClient(app)
+    assert client.get("/v1/inbox/a").status_code == 200
+    assert client.get("/v1/inbox/b").status_code == 200
+    assert client.get("/missing").status_code == 404
+
+    sample = reg.get_sample_value
+    labels = {"method": "GET", "route": "/v1/inbox/{notification_id}", "status": "200"}
+    assert sample("clarion_ingest_api_http_requests_total", labels) == 2.0
+    assert (
+        sample(
+            "clarion_ingest_api_http_requests_total",
+            {"method": "GET", "route": "<unmatched>", "status": "404"},
+        )
+        == 1.0
+    )
+    assert (
+        sample(
+            "clarion_ingest_api_http_request_duration_seconds_count",
+            {"method": "GET", "route": "/v1/inbox/{notification_id}"},
+        )
+        == 2.0
+    )
+
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    assert 'clarion_ingest_api_http_requests_total{method="GET"' in r.text

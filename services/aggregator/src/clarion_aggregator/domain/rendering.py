@@ -1,0 +1,201 @@
+"""Rendering notifications from Jinja2 templates, per event type and locale.
+
+Templates live in ``clarion_aggregator/templates/<locale>/<name>.j2`` and are
+rendered in a :class:`jinja2.sandbox.SandboxedEnvironment` (templates may be
+operator-supplied). A template's FIRST line is the title, the rest is the body.
+Each template is rendered twice:
+
+* plain text (``title``, ``body``): no escaping; untrusted text (actor names,
+  object titles) is normalised (control characters removed, whitespace
+  collapsed, length capped). Consumers showing it in HTML must escape it.
+* HTML (``body_html``): autoescaping on, actor names wrapped in ``<strong>``,
+  title and body in ``<p>``; the result is then cleaned with nh3 (ammonia)
+  allowing only ``p``, ``br``, ``strong``, ``em`` and ``a[href]``.
+
+Variables: ``actors`` (names shown, newest first), ``actor_count`` (distinct
+actors), ``others`` (``actor_count - len(actors)``), ``object`` (``type``,
+``id``, ``title``, ``url``), ``data`` (the latest event's data),
+``priority``. Filter ``strong`` marks a name (bold in HTML).
+Locale lookup: ``pt-BR`` tries ``pt-br``, then ``pt``, then ``en``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import nh3
+from jinja2 import ChainableUndefined, FileSystemLoader, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup, escape
+
+DEFAULT_LOCALE = "en"
+DEFAULT_TEMPLATE = "default"
+MAX_TEXT = 300
+ALLOWED_TAGS = frozenset({"p", "br", "strong", "em", "a"})
+ALLOWED_ATTRIBUTES = {"a": frozenset({"href"})}
+_SPACE = re.compile(r"\s+")
+
+
+def clean_text(value: object, limit: int = MAX_TEXT) -> str:
+    """Normalise untrusted display text to one plain line.
+
+    Removes control and format characters (including bidi overrides), collapses
+    whitespace and cuts to ``limit`` characters (ending with ``…`` when cut).
+    """
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in str(value or ""))
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def sanitize_html(html: str) -> str:
+    """Clean HTML with nh3: only the tags in :data:`ALLOWED_TAGS`, links get ``rel``."""
+    return nh3.clean(
+        html,
+        tags=set(ALLOWED_TAGS),
+        attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The rendered texts of one notification version."""
+
+    title: str
+    body: str
+    body_html: str
+
+
+def _strong_text(value: object) -> str:
+    return str(value)
+
+
+def _strong_html(value: object) -> Markup:
+    return Markup("<strong>{}</strong>").format(escape(str(value)))
+
+
+def _split(text: str) -> tuple[str, str]:
+    title, _, body = text.strip().partition("\n")
+    return title.strip(), body.strip()
+
+
+def default_templates_dir() -> Path:
+    """The templates directory shipped in the package."""
+    return Path(str(resources.files("clarion_aggregator").joinpath("templates")))
+
+
+class Renderer:
+    """Renders notification texts (see the module docstring).
+
+    Args:
+        templates_dir: directory with ``<locale>/<name>.j2`` files (default: packaged).
+        cache_size: renders memoised by their inputs, so a broadcast to many
+            recipients with the same locale renders once.
+    """
+
+    def __init__(self, templates_dir: str | Path | None = None, cache_size: int = 4096) -> None:
+        loader = FileSystemLoader(str(templates_dir or default_templates_dir()))
+        self._text = SandboxedEnvironment(
+            loader=loader,
+            autoescape=False,
+            undefined=ChainableUndefined,
+            keep_trailing_newline=False,
+        )
+        self._html = SandboxedEnvironment(
+            loader=loader,
+            autoescape=True,
+            undefined=ChainableUndefined,
+            keep_trailing_newline=False,
+        )
+        self._text.filters["strong"] = _strong_text
+        self._html.filters["strong"] = _strong_html
+        self._available = frozenset(loader.list_templates())
+        self._cached = lru_cache(maxsize=cache_size)(self._render_key)
+
+    def template_path(self, template: str, locale: str | None) -> str:
+        """The template file used for ``template`` in ``locale`` (with fallbacks).
+
+        Raises:
+            jinja2.TemplateNotFound: neither the template nor ``default`` exists in ``en``.
+        """
+        tag = (locale or DEFAULT_LOCALE).lower().replace("_", "-")
+        candidates = [tag, tag.split("-")[0], DEFAULT_LOCALE]
+        for name in (template, DEFAULT_TEMPLATE):
+            for loc in candidates:
+                path = f"{loc}/{name}.j2"
+                if path in self._available:
+                    return path
+        raise TemplateNotFound(f"{DEFAULT_LOCALE}/{template}.j2")
+
+    def render(
+        self,
+        template: str,
+        locale: str | None,
+        *,
+        actor_names: Sequence[str],
+        actor_count: int,
+        obj: Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+        priority: str = "normal",
+    ) -> Rendered:
+        """Render one notification version.
+
+        Args:
+            template: rule template name.
+            locale: BCP 47 tag of the recipient (``None``: English).
+            actor_names: untrusted names shown, newest first.
+            actor_count: distinct actors (>= len(actor_names)).
+            obj: the object as a mapping (``type``, ``id``, ``title``, ``url``).
+            data: the latest event's data.
+            priority: the notification priority.
+
+        Raises:
+            jinja2.TemplateError: a template is broken or breaks the sandbox rules.
+        """
+        return self._cached(
+            self.template_path(template, locale),
+            tuple(clean_text(n) for n in actor_names),
+            actor_count,
+            json.dumps(dict(obj), sort_keys=True, default=str),
+            json.dumps(dict(data or {}), sort_keys=True, default=str),
+            priority,
+        )
+
+    def _render_key(
+        self,
+        path: str,
+        names: tuple[str, ...],
+        actor_count: int,
+        obj_json: str,
+        data_json: str,
+        priority: str,
+    ) -> Rendered:
+        obj = json.loads(obj_json)
+        obj["title"] = clean_text(obj.get("title") or "", 1000) or None
+        context = {
+            "actors": list(names),
+            "actor_count": actor_count,
+            "others": max(actor_count - len(names), 0),
+            "object": obj,
+            "data": json.loads(data_json),
+            "priority": priority,
+        }
+        title, body = _split(self._text.get_template(path).render(context))
+        html_title, html_body = _split(str(self._html.get_template(path).render(context)))
+        html = f"<p>{html_title}</p>"
+        if html_body:
+            html += "".join(f"<p>{line}</p>" for line in html_body.splitlines() if line.strip())
+        return Rendered(
+            title=clean_text(title, 1000), body=body.strip(), body_html=sanitize_html(html)
+        )

@@ -1,0 +1,162 @@
+"""Kafka subscribers of the aggregator (FastStream), wired by :func:`register`.
+
+* ``clarion.domain-events.v1``, consumer group ``aggregator``: batches go through
+  :class:`~clarion_aggregator.handlers.pipeline.Pipeline`; offsets are committed
+  after the batch's records were acknowledged (``AckPolicy.NACK_ON_ERROR``), so a crash
+  redelivers the batch (at-least-once; duplicates are absorbed by dedup).
+* ``clarion.preferences.v1``, ``clarion.user-profiles.v1`` (compacted) and
+  ``clarion.presence.v1``: materialised into Redis, each with its own consumer
+  group (``aggregator-<name>``) reading from the earliest offset.
+
+A record that is not a valid contract goes to the topic's DLQ with the
+``x-clarion-error*`` headers and is counted; it never blocks its partition.
+A failure of Redis or Kafka makes the batch fail: FastStream seeks back and the
+batch is consumed again after a short pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from aiokafka import ConsumerRecord
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from clarion_aggregator.adapters.kafka import KafkaPublisher, OutRecord
+from clarion_aggregator.adapters.redis_store import RedisStateStore
+from clarion_aggregator.handlers.pipeline import Pipeline
+from clarion_aggregator.metrics import AggregatorMetrics
+from clarion_aggregator.settings import AggregatorSettings
+from clarion_contracts.base import ContractModel
+from clarion_contracts.registry import (
+    DOMAIN_EVENTS,
+    PREFERENCES,
+    PRESENCE,
+    USER_PROFILES,
+    TopicSpec,
+)
+from clarion_contracts.v1 import DomainEvent, Preferences, PresenceEvent, UserProfile
+from clarion_kit.logging import get_logger
+from clarion_kit.retry import dlq_headers
+
+log = get_logger(__name__)
+M = TypeVar("M", bound=ContractModel)
+
+RETRY_PAUSE_SECONDS = 1.0
+"""Pause before a failed batch is consumed again, so an outage is not a busy loop."""
+
+
+def _records(message: Any) -> list[ConsumerRecord[Any, Any]]:
+    raw = message.raw_message
+    return list(raw) if isinstance(raw, list | tuple) else [raw]
+
+
+async def parse_batch(
+    records: Sequence[ConsumerRecord[Any, Any]],
+    model: type[M],
+    publisher: KafkaPublisher,
+    dlq_topic: str,
+    original_topic: str,
+    metrics: AggregatorMetrics,
+) -> list[M]:
+    """Parse each record value as ``model``; invalid ones go to ``dlq_topic``.
+
+    Tombstones (null values on compacted topics) are skipped. Returns the valid
+    models in record order.
+
+    Raises:
+        aiokafka.errors.KafkaError: a DLQ record was not acknowledged.
+    """
+    out: list[M] = []
+    dead: list[OutRecord] = []
+    for rec in records:
+        if rec.value is None:
+            continue
+        try:
+            out.append(model.from_bytes(rec.value))
+        except (ValidationError, ValueError) as exc:
+            key = rec.key.decode(errors="replace") if isinstance(rec.key, bytes) else ""
+            dead.append(
+                OutRecord(
+                    dlq_topic,
+                    key,
+                    rec.value if isinstance(rec.value, bytes) else str(rec.value).encode(),
+                    dlq_headers(rec, exc, 1),
+                )
+            )
+    if dead:
+        await publisher.publish_many(dead)
+        metrics.dead_lettered.labels(topic=original_topic).inc(len(dead))
+        log.warning("records_dead_lettered", topic=original_topic, count=len(dead))
+    return out
+
+
+def register(
+    broker: KafkaBroker,
+    settings: AggregatorSettings,
+    pipeline: Pipeline,
+    store: RedisStateStore,
+    publisher: KafkaPublisher,
+    metrics: AggregatorMetrics,
+) -> None:
+    """Attach the aggregator's subscribers to ``broker`` (before it starts)."""
+    batch_opts: dict[str, Any] = {
+        "batch": True,
+        "max_records": settings.batch_max_records,
+        "batch_timeout_ms": 20,
+        "auto_offset_reset": "earliest",
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "fetch_max_wait_ms": 10,
+    }
+
+    def consume(
+        spec: TopicSpec,
+        model: type[M],
+        group_id: str,
+        handle: Callable[[list[M]], Awaitable[None]],
+    ) -> None:
+        topic = settings.topic(spec)
+        dlq = settings.dlq(spec)
+
+        @broker.subscriber(topic, group_id=group_id, **batch_opts)  # type: ignore[untyped-decorator]
+        async def _consume(body: list[Any], msg: KafkaMessage) -> None:
+            records = _records(msg)
+            try:
+                items = await parse_batch(records, model, publisher, dlq, spec.name, metrics)
+                if items:
+                    await handle(items)
+            except Exception:
+                log.exception("batch_failed", topic=topic, records=len(records))
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+                raise
+
+
+    async def on_events(events: list[DomainEvent]) -> None:
+        started = time.perf_counter()
+        await pipeline.process(events)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def on_preferences(items: list[Preferences]) -> None:
+        for prefs in items:
+            await store.put_preferences(prefs)
+        metrics.materialised.labels(topic=PREFERENCES.name).inc(len(items))
+
+    async def on_profiles(items: list[UserProfile]) -> None:
+        await store.put_profiles(items)
+        metrics.materialised.labels(topic=USER_PROFILES.name).inc(len(items))
+
+    async def on_presence(items: list[PresenceEvent]) -> None:
+        for event in items:
+            await store.put_presence(event)
+        metrics.materialised.labels(topic=PRESENCE.name).inc(len(items))
+
+    group = settings.consumer_group
+    consume(DOMAIN_EVENTS, DomainEvent, group, on_events)
+    consume(PREFERENCES, Preferences, f"{group}-preferences", on_preferences)
+    consume(USER_PROFILES, UserProfile, f"{group}-user-profiles", on_profiles)
+    consume(PRESENCE, PresenceEvent, f"{group}-presence", on_presence)

@@ -1,0 +1,48 @@
+"""Settings of the aggregator, from ``CLARION_AGGREGATOR_*`` environment variables.
+
+Infrastructure fields (Kafka, Redis, prefixes...) fall back to the shared
+``CLARION_*`` variables (see :mod:`clarion_kit.settings`).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from clarion_kit.settings import ServiceSettings
+
+
+class AggregatorSettings(ServiceSettings):
+    """Configuration of the aggregator service.
+
+    Attributes:
+        rules_path: aggregation rules YAML (``None``: the packaged ``rules.yaml``).
+        templates_dir: templates directory (``None``: the packaged templates).
+        push_throttle_seconds: at most one push (or immediate email) per
+            notification per this many seconds while it grows in its window.
+        push_ttl_seconds: Web Push TTL of push requests (RFC 8030 §5.2).
+        state_ttl_seconds: lifetime of aggregation groups and dedup keys in Redis.
+        batch_max_records: most domain events consumed per batch.
+        fanout_batch_size: recipients per batch when expanding an audience.
+        digest_interval_seconds: how often the digest flusher looks for due digests.
+        digest_lease_seconds: how long a claimed digest is reserved before another
+            instance may send it again (crash safety).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLARION_AGGREGATOR_", extra="ignore", case_sensitive=False
+    )
+
+    service_name: str = "aggregator"
+    http_port: int = Field(default=8003, ge=0, le=65535)
+    consumer_group: str = "aggregator"
+
+    rules_path: str | None = None
+    templates_dir: str | None = None
+    push_throttle_seconds: float = Field(default=300.0, ge=0)
+    push_ttl_seconds: int = Field(default=86400, ge=0)
+    state_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    batch_max_records: int = Field(default=500, ge=1)
+    fanout_batch_size: int = Field(default=2000, ge=1)
+    digest_interval_seconds: float = Field(default=5.0, gt=0)
+    digest_lease_seconds: float = Field(default=120.0, gt=0)

@@ -1,0 +1,81 @@
+"""Kafka wiring of analytics: a broker with one batch subscriber per consumed topic.
+
+Subscribers use the ``analytics`` consumer group, batch consumption (up to
+``batch_max_records`` records or ``batch_timeout_ms``) and commit after the batch
+handler returned (``AckPolicy.NACK_ON_ERROR``). Record values are handed to the
+handler raw (a custom decoder), so one malformed record cannot fail a whole
+batch's decoding: the handler dead-letters it on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from prometheus_client import CollectorRegistry
+
+from clarion_analytics.handlers.consume import BatchHandler
+from clarion_analytics.settings import AnalyticsSettings
+from clarion_contracts.registry import (
+    DELIVERY_STATUS,
+    INBOX_EVENTS,
+    NOTIFICATIONS,
+    PRESENCE,
+    TopicSpec,
+)
+from clarion_kit.kafka import create_broker, subscriber_options
+from clarion_kit.retry import RecordLike
+
+CONSUMED: tuple[TopicSpec, ...] = (NOTIFICATIONS, INBOX_EVENTS, DELIVERY_STATUS, PRESENCE)
+"""The topics analytics consumes."""
+
+
+async def _raw_records(message: StreamMessage[Any]) -> list[Any]:
+    """Decoder keeping the raw ``ConsumerRecord`` objects of a batch (no JSON decoding)."""
+    raw = message.raw_message
+    return list(raw) if isinstance(raw, tuple) else [raw]
+
+
+def build_broker(
+    settings: AnalyticsSettings,
+    get_handler: Callable[[], BatchHandler],
+    *,
+    registry: CollectorRegistry | None = None,
+) -> KafkaBroker:
+    """A broker subscribed to :data:`CONSUMED`; ``get_handler`` returns the batch handler
+    (created in the lifespan, once the database is ready)."""
+    broker = create_broker(settings, registry=registry)
+    for spec in CONSUMED:
+        _subscribe(broker, settings, spec, get_handler)
+    return broker
+
+
+def _subscribe(
+    broker: KafkaBroker,
+    settings: AnalyticsSettings,
+    spec: TopicSpec,
+    get_handler: Callable[[], BatchHandler],
+) -> None:
+    options = subscriber_options(
+        settings,
+        group_id=settings.consumer_group,
+        auto_offset_reset=settings.auto_offset_reset,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+
+    @broker.subscriber(  # type: ignore[untyped-decorator]
+        settings.topic(spec),
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        decoder=_raw_records,
+        title=f"analytics:{spec.name}",
+        **options,
+    )
+    async def consume(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        records: Sequence[RecordLike] = list(raw) if isinstance(raw, tuple) else [raw]
+        await get_handler().handle(spec, records)

@@ -1,0 +1,1 @@
+"""I/O of email-worker: Redis state, SMTP, Kafka publishing."""

@@ -1,0 +1,1 @@
+"""Pure email logic: rendering, headers, rate limits and retry decisions. No I/O here."""

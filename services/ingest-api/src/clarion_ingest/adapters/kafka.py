@@ -1,0 +1,188 @@
+"""Kafka side of ingest-api: acknowledged publishing and the broker connection.
+
+Producers get a 202 only after the broker acknowledged every record (``acks=all``,
+set by the kit's broker factory); anything else (not connected, a send error, no
+acknowledgement within ``send_timeout_seconds``) raises
+:class:`BrokerUnavailableError`, which the API answers with 503 and Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+
+from clarion_kit.logging import get_logger
+from clarion_kit.tracing import inject
+
+_log = get_logger(__name__)
+
+
+class BrokerUnavailableError(Exception):
+    """The broker did not acknowledge the records in time (or is not connected)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record to produce: topic, key and value (UTF-8 JSON bytes)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class BrokerConnection:
+    """Keeps a FastStream broker connected: first attempt at start-up, then retries.
+
+    Once the producer is connected (``connected``) the consumers are started in
+    the background (``consuming`` once they joined their groups).
+
+    The service starts even when Kafka is down (it answers 503 for writes and
+    ``/readyz`` reports it); a background task keeps trying with capped
+    exponential backoff until the broker is connected.
+
+    Args:
+        broker: the broker (subscribers already registered).
+        attempt_timeout: seconds one connection attempt may take.
+        max_backoff: longest pause between attempts, in seconds.
+        before_start: awaited before each attempt (topic creation).
+    """
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        attempt_timeout: float = 10.0,
+        max_backoff: float = 5.0,
+        before_start: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.before_start = before_start
+        self.attempt_timeout = attempt_timeout
+        self.max_backoff = max_backoff
+        self.connected = False
+        self.consuming = False
+        self._task: asyncio.Task[None] | None = None
+        self._consumers: asyncio.Task[None] | None = None
+
+    async def _attempt(self) -> bool:
+        try:
+            async with asyncio.timeout(self.attempt_timeout):
+                if self.before_start is not None:
+                    await self.before_start()
+                await self.broker.connect()
+        except Exception as exc:
+            _log.warning("kafka connection failed", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                await self.broker.stop()
+            return False
+        self.connected = True
+        _log.info("kafka connected")
+        # Joining consumer groups takes seconds; the producer is usable meanwhile.
+        self._consumers = asyncio.create_task(self._start_consumers(), name="kafka-consumers")
+        return True
+
+    async def _start_consumers(self) -> None:
+        try:
+            await self.broker.start()
+        except Exception as exc:
+            _log.error("kafka consumers failed to start", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.consuming = True
+
+    async def _retry_loop(self) -> None:
+        delay = 0.25
+        while not await self._attempt():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_backoff)
+
+    async def start(self) -> None:
+        """Try to connect once now; on failure keep trying in the background."""
+        if not await self._attempt():
+            self._task = asyncio.create_task(self._retry_loop(), name="kafka-connect")
+
+    async def check(self) -> None:
+        """Readiness check: connected, and the cluster answers.
+
+        Raises:
+            RuntimeError: not connected (yet) or the broker did not answer.
+        """
+        if not self.connected:
+            raise RuntimeError("not connected to Kafka")
+        if not self.consuming:
+            raise RuntimeError("Kafka consumers are not running yet")
+        if not await self.broker.ping(2.0):
+            raise RuntimeError("Kafka broker unreachable")
+
+    async def stop(self) -> None:
+        """Stop retrying and close the broker (consumers commit what they finished)."""
+        for task in (self._task, self._consumers):
+            if task is not None and not task.done():
+                task.cancel()
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._consumers = None
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        self.connected = False
+        self.consuming = False
+
+
+class EventPublisher:
+    """Produces records and waits for the broker's acknowledgement of every one.
+
+    Args:
+        broker: a broker created by ``clarion_kit.kafka.create_broker`` (``acks=all``).
+        connection: tells whether the broker is connected.
+        timeout: seconds to wait for all acknowledgements (bounded send).
+    """
+
+    def __init__(self, broker: KafkaBroker, connection: BrokerConnection, timeout: float) -> None:
+        self.broker = broker
+        self.connection = connection
+        self.timeout = timeout
+
+    async def send(self, records: Sequence[Record]) -> None:
+        """Produce ``records`` concurrently and return once all are acknowledged.
+
+        Records with the same key keep their order (same partition, one producer).
+        On failure some records may have been written: callers retry the whole
+        request and consumers deduplicate (event ids are idempotency keys).
+
+        Raises:
+            BrokerUnavailableError: not connected, a send failed, or no acknowledgement
+                within ``timeout`` seconds.
+        """
+        if not records:
+            return
+        if not self.connection.connected:
+            raise BrokerUnavailableError("the broker is not connected")
+        futures: list[Any] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                for record in records:
+                    headers: dict[str, str] = {"content-type": "application/json"}
+                    inject(headers)
+                    futures.append(
+                        await self.broker.publish(
+                            record.value,
+                            record.topic,
+                            key=record.key,
+                            headers=headers,
+                            no_confirm=True,
+                        )
+                    )
+                await asyncio.gather(*futures)
+        except TimeoutError as exc:
+            for future in futures:
+                if isinstance(future, asyncio.Future):
+                    future.cancel()
+            raise BrokerUnavailableError(
+                f"no acknowledgement from the broker within {self.timeout}s"
+            ) from exc
+        except Exception as exc:
+            raise BrokerUnavailableError(f"{type(exc).__name__}: {exc}") from exc

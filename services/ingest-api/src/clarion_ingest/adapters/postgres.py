@@ -1,0 +1,337 @@
+"""PostgreSQL access of ingest-api: the inbox read model, preferences, profiles, subscriptions.
+
+Every user-facing query is scoped by ``user_id`` in SQL, so a notification of
+another user is indistinguishable from a missing one. Writes that must be
+published run inside a caller's transaction (``engine.begin()``) so a failed
+publish rolls them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion_contracts.v1 import DeliveryStatus, Notification, Preferences, UserProfile
+from clarion_ingest.adapters.tables import (
+    InboxRow,
+    PreferencesRow,
+    ProfileRow,
+    PushSubscriptionRow,
+)
+from clarion_ingest.domain.cursor import Cursor
+from clarion_ingest.domain.inbox import Change, InboxFilter, PageRequest, counts_from_rows
+from clarion_ingest.domain.models import CountsOut, NotificationOut
+
+inbox = InboxRow.__table__  # type: ignore[attr-defined]
+preferences = PreferencesRow.__table__  # type: ignore[attr-defined]
+profiles = ProfileRow.__table__  # type: ignore[attr-defined]
+subscriptions = PushSubscriptionRow.__table__  # type: ignore[attr-defined]
+
+
+def _live(user_id: str) -> Any:
+    return and_(inbox.c.user_id == user_id, inbox.c.deleted_at.is_(None))
+
+
+def row_to_notification(row: Row[Any]) -> NotificationOut:
+    """Convert an ``ingest.inbox`` row into the API's :class:`NotificationOut`."""
+    m = row._mapping
+    deliveries = {str(k): str(v) for k, v in (m["deliveries"] or {}).items()}
+    return NotificationOut(
+        id=m["notification_id"],
+        version=m["version"],
+        type=m["type"],
+        category=m["category"],
+        title=m["title"],
+        body=m["body"],
+        body_html=m["body_html"],
+        url=m["url"],
+        priority=m["priority"],
+        actors=m["actors"],
+        actor_count=m["actor_count"],
+        object=m["object"],
+        data=m["data"],
+        read=m["read_at"] is not None,
+        read_at=m["read_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        deliveries=deliveries,
+    )
+
+
+async def upsert_notification(conn: AsyncConnection, n: Notification) -> bool:
+    """Insert or update the inbox row of ``n`` if ``n.version`` is newer than the stored one.
+
+    One statement (``INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.version >
+    inbox.version``), so concurrent or redelivered records can never let a stale
+    version overwrite a newer one. A newer version becomes unread again; a deleted
+    row stays deleted; the owner never changes.
+
+    Returns:
+        True when a row was inserted or updated, False for a stale or repeated version.
+    """
+    values = {
+        "notification_id": n.notification_id,
+        "user_id": n.recipient_id,
+        "version": n.version,
+        "type": n.type,
+        "category": n.category,
+        "group_key": n.group_key,
+        "title": n.title,
+        "body": n.body,
+        "body_html": n.body_html,
+        "url": str(n.url) if n.url else None,
+        "priority": n.priority.value,
+        "actors": [a.model_dump(mode="json") for a in n.actors],
+        "actor_count": n.actor_count,
+        "object": n.object.model_dump(mode="json"),
+        "data": n.data,
+        "channels": [c.value for c in n.channels],
+        "created_at": n.created_at,
+        "updated_at": n.updated_at,
+    }
+    base = insert(inbox).values(**values)
+    changed = {
+        k: base.excluded[k] for k in values if k not in ("notification_id", "user_id", "created_at")
+    }
+    stmt = base.on_conflict_do_update(
+        index_elements=[inbox.c.notification_id],
+        set_={**changed, "read_at": None},
+        where=base.excluded.version > inbox.c.version,
+    ).returning(inbox.c.notification_id)
+    result = await conn.execute(stmt)
+    return result.first() is not None
+
+
+async def record_delivery(conn: AsyncConnection, status: DeliveryStatus) -> bool:
+    """Record the latest delivery status of a channel on the inbox row (if the row exists).
+
+    Returns:
+        True when a row was updated.
+    """
+    stmt = (
+        update(inbox)
+        .where(inbox.c.notification_id == status.notification_id)
+        .where(inbox.c.user_id == status.recipient_id)
+        .values(
+            deliveries=inbox.c.deliveries.op("||")(
+                func.jsonb_build_object(status.channel.value, status.status.value)
+            )
+        )
+        .returning(inbox.c.notification_id)
+    )
+    result = await conn.execute(stmt)
+    return result.first() is not None
+
+
+async def list_notifications(
+    conn: AsyncConnection, user_id: str, flt: InboxFilter, page: PageRequest
+) -> tuple[list[NotificationOut], Cursor | None]:
+    """One page of a user's live notifications, newest first by ``(updated_at, id)``.
+
+    Returns:
+        The rows, and the cursor of the last row when another page follows (else None).
+    """
+    stmt = select(inbox).where(_live(user_id))
+    if flt.unread is True:
+        stmt = stmt.where(inbox.c.read_at.is_(None))
+    elif flt.unread is False:
+        stmt = stmt.where(inbox.c.read_at.is_not(None))
+    if flt.category is not None:
+        stmt = stmt.where(inbox.c.category == flt.category)
+    if flt.type is not None:
+        stmt = stmt.where(inbox.c.type == flt.type)
+    if page.after is not None:
+        stmt = stmt.where(
+            tuple_(inbox.c.updated_at, inbox.c.notification_id)
+            < tuple_(page.after.updated_at, page.after.notification_id)
+        )
+    stmt = stmt.order_by(inbox.c.updated_at.desc(), inbox.c.notification_id.desc()).limit(
+        page.limit + 1
+    )
+    rows = (await conn.execute(stmt)).all()
+    items = [row_to_notification(r) for r in rows[: page.limit]]
+    next_cursor = None
+    if len(rows) > page.limit and items:
+        last = items[-1]
+        next_cursor = Cursor(updated_at=last.updated_at, notification_id=last.id)
+    return items, next_cursor
+
+
+async def get_notification(
+    conn: AsyncConnection, user_id: str, notification_id: str
+) -> NotificationOut | None:
+    """The live notification ``notification_id`` of ``user_id``, or None (missing or not theirs)."""
+    stmt = select(inbox).where(_live(user_id), inbox.c.notification_id == notification_id)
+    row = (await conn.execute(stmt)).first()
+    return row_to_notification(row) if row is not None else None
+
+
+async def count(conn: AsyncConnection, user_id: str) -> CountsOut:
+    """Unread and total live notifications of a user, overall and per category."""
+    stmt = (
+        select(
+            inbox.c.category,
+            func.count(),
+            func.count().filter(inbox.c.read_at.is_(None)),
+        )
+        .where(_live(user_id))
+        .group_by(inbox.c.category)
+    )
+    rows = [(str(c), int(t), int(u)) for c, t, u in (await conn.execute(stmt)).all()]
+    return counts_from_rows(rows)
+
+
+async def _exists(conn: AsyncConnection, user_id: str, notification_id: str) -> bool:
+    stmt = select(inbox.c.notification_id).where(
+        _live(user_id), inbox.c.notification_id == notification_id
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def set_read(
+    conn: AsyncConnection, user_id: str, notification_id: str, read: bool, now: datetime
+) -> Change:
+    """Mark one of the user's notifications read (``read=True``) or unread.
+
+    Returns:
+        CHANGED, UNCHANGED (already in that state) or MISSING (absent, deleted or not theirs).
+    """
+    state = inbox.c.read_at.is_(None) if read else inbox.c.read_at.is_not(None)
+    stmt = (
+        update(inbox)
+        .where(_live(user_id), inbox.c.notification_id == notification_id, state)
+        .values(read_at=now if read else None)
+        .returning(inbox.c.notification_id)
+    )
+    if (await conn.execute(stmt)).first() is not None:
+        return Change.CHANGED
+    return Change.UNCHANGED if await _exists(conn, user_id, notification_id) else Change.MISSING
+
+
+async def read_all(conn: AsyncConnection, user_id: str, now: datetime) -> int:
+    """Mark every live unread notification of the user read; returns how many changed."""
+    stmt = (
+        update(inbox)
+        .where(_live(user_id), inbox.c.read_at.is_(None))
+        .values(read_at=now)
+        .returning(inbox.c.notification_id)
+    )
+    return len((await conn.execute(stmt)).all())
+
+
+async def delete(
+    conn: AsyncConnection, user_id: str, ids: Sequence[str], now: datetime
+) -> list[str]:
+    """Delete (hide for good) the user's live notifications among ``ids``.
+
+    Ids that are missing, already deleted or another user's are skipped.
+
+    Returns:
+        The ids actually deleted.
+    """
+    if not ids:
+        return []
+    stmt = (
+        update(inbox)
+        .where(_live(user_id), inbox.c.notification_id.in_(list(ids)))
+        .values(deleted_at=now)
+        .returning(inbox.c.notification_id)
+    )
+    return [str(r[0]) for r in (await conn.execute(stmt)).all()]
+
+
+async def get_preferences(conn: AsyncConnection, user_id: str) -> Preferences | None:
+    """The user's stored preferences, or None if never saved."""
+    stmt = select(preferences.c.document).where(preferences.c.user_id == user_id)
+    row = (await conn.execute(stmt)).first()
+    return Preferences.model_validate(row[0]) if row is not None else None
+
+
+async def put_preferences(conn: AsyncConnection, prefs: Preferences) -> None:
+    """Insert or replace the user's preferences document."""
+    doc = prefs.model_dump(mode="json")
+    stmt = insert(preferences).values(
+        user_id=prefs.user_id, document=doc, updated_at=prefs.updated_at
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[preferences.c.user_id],
+        set_={"document": stmt.excluded.document, "updated_at": stmt.excluded.updated_at},
+    )
+    await conn.execute(stmt)
+
+
+async def put_profile(conn: AsyncConnection, profile: UserProfile) -> None:
+    """Insert or replace a user profile."""
+    doc = profile.model_dump(mode="json")
+    stmt = insert(profiles).values(
+        user_id=profile.user_id, document=doc, updated_at=profile.updated_at
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[profiles.c.user_id],
+        set_={"document": stmt.excluded.document, "updated_at": stmt.excluded.updated_at},
+    )
+    await conn.execute(stmt)
+
+
+async def get_profile(conn: AsyncConnection, user_id: str) -> UserProfile | None:
+    """The stored profile of a user, or None."""
+    stmt = select(profiles.c.document).where(profiles.c.user_id == user_id)
+    row = (await conn.execute(stmt)).first()
+    return UserProfile.model_validate(row[0]) if row is not None else None
+
+
+async def put_subscription(
+    conn: AsyncConnection,
+    *,
+    subscription_id: str,
+    user_id: str,
+    endpoint: str,
+    p256dh: str,
+    auth: str,
+    user_agent: str | None,
+    now: datetime,
+) -> None:
+    """Insert or replace a push subscription (an endpoint moves to the user who registers it)."""
+    values = {
+        "subscription_id": subscription_id,
+        "user_id": user_id,
+        "endpoint": endpoint,
+        "p256dh": p256dh,
+        "auth": auth,
+        "user_agent": user_agent,
+        "active": True,
+        "updated_at": now,
+    }
+    stmt = insert(subscriptions).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[subscriptions.c.subscription_id],
+        set_={k: stmt.excluded[k] for k in values if k != "subscription_id"},
+    )
+    await conn.execute(stmt)
+
+
+async def deactivate_subscription(
+    conn: AsyncConnection, user_id: str, subscription_id: str, now: datetime
+) -> dict[str, Any] | None:
+    """Mark the user's active subscription inactive.
+
+    Returns:
+        The subscription's columns, or None if the user has no such active subscription.
+    """
+    stmt = (
+        update(subscriptions)
+        .where(
+            subscriptions.c.user_id == user_id,
+            subscriptions.c.subscription_id == subscription_id,
+            subscriptions.c.active.is_(True),
+        )
+        .values(active=False, updated_at=now)
+        .returning(*subscriptions.c)
+    )
+    row = (await conn.execute(stmt)).first()
+    return dict(row._mapping) if row is not None else None

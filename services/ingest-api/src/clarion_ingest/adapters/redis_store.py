@@ -1,0 +1,121 @@
+"""Redis state of ingest-api: the unread-counts cache and rate-limit counters.
+
+Both are caches of a sort: losing Redis loses no data. Counts are rebuilt from
+PostgreSQL on a miss; rate-limit counters restart from zero.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from clarion_ingest.domain.models import CountsOut
+from clarion_ingest.domain.ratelimit import (
+    RateDecision,
+    Strategy,
+    fixed_window,
+    sliding_window,
+    window_index,
+)
+
+
+class CountsCache:
+    """A user's inbox counts (:class:`CountsOut` as JSON) under ``<prefix>ingest:counts:<user>``.
+
+    Args:
+        client: the Redis client.
+        prefix: the deployment's Redis key prefix (``settings.redis_prefix``).
+        ttl_seconds: expiry of a cached entry; it bounds how long a missed
+            invalidation can show a wrong count.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+
+    def key(self, user_id: str) -> str:
+        """The Redis key of ``user_id``'s counts."""
+        return f"{self.prefix}ingest:counts:{user_id}"
+
+    async def get(self, user_id: str) -> CountsOut | None:
+        """The cached counts, or None on a miss (or when Redis is unreachable)."""
+        try:
+            raw = await self.client.get(self.key(user_id))
+        except RedisError:
+            return None
+        if raw is None:
+            return None
+        try:
+            return CountsOut.model_validate_json(raw)
+        except ValueError:
+            return None
+
+    async def set(self, user_id: str, counts: CountsOut) -> None:
+        """Cache ``counts`` (best effort: a Redis failure only costs a later rebuild)."""
+        try:
+            await self.client.set(self.key(user_id), counts.model_dump_json(), ex=self.ttl_seconds)
+        except RedisError:
+            return
+
+    async def invalidate(self, user_id: str) -> None:
+        """Drop the cached counts so the next read rebuilds them from PostgreSQL."""
+        try:
+            await self.client.delete(self.key(user_id))
+        except RedisError:
+            return
+
+
+class RateLimiter:
+    """Fixed- or sliding-window request counters per bucket (an API key or a user).
+
+    Keys are ``<prefix>ingest:rl:<bucket>:<window number>`` and expire after two
+    windows. When Redis is unreachable requests are allowed (fail open): an
+    outage of the limiter must not take the API down with it.
+
+    Args:
+        client: the Redis client.
+        prefix: the Redis key prefix.
+        strategy: ``fixed`` or ``sliding`` (see :mod:`clarion_ingest.domain.ratelimit`).
+        window_seconds: window length in seconds.
+        clock: UNIX time source (seconds), replaceable in tests.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        strategy: Strategy,
+        window_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.strategy = strategy
+        self.window_seconds = window_seconds
+        self.clock = clock
+
+    def _key(self, bucket: str, window: int) -> str:
+        return f"{self.prefix}ingest:rl:{bucket}:{window}"
+
+    async def hit(self, bucket: str, limit: int) -> RateDecision:
+        """Count one request of ``bucket`` and decide it against ``limit`` per window."""
+        if limit <= 0:
+            return RateDecision(True, 0, 0, 0)
+        now = self.clock()
+        window = window_index(now, self.window_seconds)
+        current_key = self._key(bucket, window)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.incr(current_key)
+                pipe.expire(current_key, self.window_seconds * 2)
+                pipe.get(self._key(bucket, window - 1))
+                current, _, previous = await pipe.execute()
+        except RedisError:
+            return RateDecision(True, limit, limit, 0)
+        if self.strategy == "fixed":
+            return fixed_window(int(current), limit, now, self.window_seconds)
+        return sliding_window(int(previous or 0), int(current), limit, now, self.window_seconds)

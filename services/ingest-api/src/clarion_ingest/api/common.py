@@ -1,0 +1,73 @@
+"""Shared pieces of the routers: documented error responses, JSON bodies, publishing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+
+from clarion_ingest.adapters.kafka import BrokerUnavailableError, Record
+from clarion_ingest.runtime import Runtime
+from clarion_kit.problems import ProblemError, problem_responses
+
+AUTH_ERRORS = (401, 413, 422, 429, 500)
+"""Errors every authenticated endpoint can answer."""
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of problem+json errors: ``statuses`` plus :data:`AUTH_ERRORS`."""
+    return problem_responses(*sorted(set(statuses) | set(AUTH_ERRORS)))
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def broker_unavailable(runtime: Runtime, exc: BrokerUnavailableError) -> ProblemError:
+    """The 503 problem answered when the broker did not acknowledge (with Retry-After)."""
+    return ProblemError(
+        503,
+        detail="the message broker is unavailable; nothing was accepted, retry later",
+        type_="https://clarion.dev/problems/broker-unavailable",
+        headers={"Retry-After": str(runtime.settings.broker_retry_after_seconds)},
+    )
+
+
+async def publish(runtime: Runtime, records: Sequence[Record]) -> None:
+    """Produce ``records`` and wait for every acknowledgement.
+
+    Raises:
+        ProblemError: 503 with Retry-After when the broker did not acknowledge in time.
+    """
+    try:
+        await runtime.publisher.send(records)
+    except BrokerUnavailableError as exc:
+        raise broker_unavailable(runtime, exc) from exc
+
+
+async def read_json(request: Request) -> Any:
+    """Decode the request body as JSON (the size limit was enforced before).
+
+    Raises:
+        ProblemError: 415 when the content type is not JSON, 422 when the body is
+            not valid UTF-8 JSON (``errors`` names the position).
+    """
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ProblemError(415, detail="the body must be application/json")
+    body = await request.body()
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        pos = getattr(exc, "pos", 0)
+        raise ProblemError(
+            422,
+            "Unprocessable Content",
+            "the body is not valid JSON",
+            errors=[{"loc": ["body", pos], "msg": str(exc), "type": "json_invalid"}],
+        ) from exc

@@ -1,0 +1,117 @@
+"""Producer endpoints: domain events (single and batch) and user profiles."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, status
+
+from clarion_contracts.base import UserId
+from clarion_contracts.registry import DOMAIN_EVENTS, USER_PROFILES
+from clarion_contracts.v1 import UserProfile
+from clarion_ingest.adapters import postgres
+from clarion_ingest.adapters.kafka import Record
+from clarion_ingest.api.common import errors, publish, read_json, utcnow
+from clarion_ingest.deps import ProducerDep, RuntimeDep
+from clarion_ingest.domain.events import EventValidationError, event_key, parse_batch, parse_event
+from clarion_ingest.domain.models import AcceptedOut, ProfileIn
+from clarion_kit.problems import ProblemError
+
+router = APIRouter(tags=["producers"])
+
+_EVENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DomainEvent"}}},
+    }
+}
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}}},
+    }
+}
+
+
+def _invalid(exc: EventValidationError) -> ProblemError:
+    return ProblemError(
+        422,
+        "Unprocessable Content",
+        f"{len(exc.errors)} invalid field(s) in the request",
+        errors=exc.errors,
+    )
+
+
+@router.post(
+    "/v1/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AcceptedOut,
+    summary="Publish one domain event",
+    responses=errors(415, 422, 503),
+    openapi_extra=_EVENT_BODY,
+)
+async def post_event(request: Request, runtime: RuntimeDep, _: ProducerDep) -> AcceptedOut:
+    """Validate one DomainEvent and answer 202 once the broker acknowledged it.
+
+    Unknown top-level fields are refused (422). ``ingested_at`` is set here. The
+    record key is the single recipient, else the ``event_id``. 503 with
+    Retry-After when the broker does not acknowledge within the send timeout.
+    """
+    raw = await read_json(request)
+    try:
+        event = parse_event(raw, utcnow())
+    except EventValidationError as exc:
+        raise _invalid(exc) from exc
+    topic = runtime.settings.topic(DOMAIN_EVENTS)
+    await publish(runtime, [Record(topic, event_key(event), event.to_bytes())])
+    return AcceptedOut(accepted=[str(event.event_id)])
+
+
+@router.post(
+    "/v1/events:batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AcceptedOut,
+    summary="Publish a batch of domain events",
+    responses=errors(415, 422, 503),
+    openapi_extra=_BATCH_BODY,
+)
+async def post_event_batch(request: Request, runtime: RuntimeDep, _: ProducerDep) -> AcceptedOut:
+    """Validate ``{"events": [...]}`` (1..``max_batch_events``) and publish all of them.
+
+    All or nothing at validation: one invalid event refuses the batch (422, every
+    error listed with its index). 202 only after every record was acknowledged;
+    on 503 the producer retries the whole batch (``event_id`` deduplicates).
+    """
+    raw = await read_json(request)
+    try:
+        events = parse_batch(raw, utcnow(), runtime.settings.max_batch_events)
+    except EventValidationError as exc:
+        raise _invalid(exc) from exc
+    topic = runtime.settings.topic(DOMAIN_EVENTS)
+    await publish(runtime, [Record(topic, event_key(e), e.to_bytes()) for e in events])
+    return AcceptedOut(accepted=[str(e.event_id) for e in events])
+
+
+@router.put(
+    "/v1/users/{user_id}",
+    response_model=UserProfile,
+    summary="Create or replace a user profile",
+    responses=errors(422, 503),
+)
+async def put_user(
+    user_id: Annotated[UserId, Path(description="The producer's user id")],
+    body: ProfileIn,
+    runtime: RuntimeDep,
+    _: ProducerDep,
+) -> UserProfile:
+    """Store the profile in PostgreSQL and publish it on the compacted profiles topic.
+
+    The row is committed only after the broker acknowledged the record, so a 503
+    leaves nothing half-written.
+    """
+    profile = UserProfile(user_id=user_id, updated_at=utcnow(), **body.model_dump())
+    topic = runtime.settings.topic(USER_PROFILES)
+    async with runtime.engine.begin() as conn:
+        await postgres.put_profile(conn, profile)
+        await publish(runtime, [Record(topic, user_id.encode(), profile.to_bytes())])
+    return profile

@@ -1,0 +1,154 @@
+"""FastAPI dependencies of ingest-api (``Annotated`` aliases): runtime, producers, users.
+
+Authentication failures answer 401 problem+json with ``WWW-Authenticate: Bearer``
+(RFC 6750 §3); missing scopes answer 403; rate limits answer 429 with
+``Retry-After`` (RFC 9110 §10.2.3). Each authenticated request counts against its
+API key's or user's rate limit before the endpoint runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from clarion_ingest.runtime import Runtime
+from clarion_ingest.settings import IngestSettings
+from clarion_kit.auth import (
+    AuthError,
+    Claims,
+    bearer_token,
+    dev_api_key,
+    dev_api_key_enabled,
+    hash_api_key,
+    verify_api_key,
+    verify_token,
+)
+from clarion_kit.problems import ProblemError
+
+ADMIN_SCOPE = "admin"
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The app's :class:`Runtime` (set by the lifespan).
+
+    Raises:
+        ProblemError: 503 while the service is starting or stopping.
+    """
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise ProblemError(503, detail="the service is starting", headers={"Retry-After": "1"})
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> IngestSettings:
+    """The service settings."""
+    return runtime.settings
+
+
+SettingsDep = Annotated[IngestSettings, Depends(get_settings)]
+
+
+def _unauthorized(detail: str, error: str = "invalid_token") -> ProblemError:
+    return ProblemError(
+        401,
+        detail=detail,
+        headers={"WWW-Authenticate": f'Bearer realm="clarion", error="{error}"'},
+    )
+
+
+async def _enforce(runtime: Runtime, bucket: str, limit: int) -> None:
+    decision = await runtime.limiter.hit(bucket, limit)
+    if not decision.allowed:
+        raise ProblemError(
+            429,
+            detail=f"rate limit of {decision.limit} requests per "
+            f"{runtime.settings.rate_limit_window_seconds}s exceeded",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+
+
+@dataclass(frozen=True)
+class Producer:
+    """An authenticated producer: ``key_id`` is the first 16 hex digits of its key's SHA-256."""
+
+    key_id: str
+
+
+async def require_producer(
+    runtime: RuntimeDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Producer:
+    """Authenticate a producer by API key (``Authorization: Bearer`` or ``X-API-Key``).
+
+    The key's SHA-256 must be in ``settings.api_key_hashes``; outside production
+    the kit's development key is accepted as well.
+
+    Raises:
+        ProblemError: 401 for a missing or unknown key, 429 over the key's rate limit.
+    """
+    key = x_api_key
+    if key is None and authorization is not None:
+        try:
+            key = bearer_token(authorization)
+        except AuthError as exc:
+            raise _unauthorized(exc.message) from exc
+    if not key:
+        raise _unauthorized("an API key is required", "invalid_request")
+    settings = runtime.settings
+    known = list(settings.api_key_hashes)
+    if dev_api_key_enabled(settings):
+        known.append(hash_api_key(dev_api_key(settings)))
+    if not verify_api_key(key, known):
+        raise _unauthorized("the API key is not valid")
+    producer = Producer(key_id=hash_api_key(key)[:16])
+    await _enforce(runtime, f"key:{producer.key_id}", settings.rate_limit_api_key)
+    return producer
+
+
+ProducerDep = Annotated[Producer, Depends(require_producer)]
+
+
+async def require_user(
+    runtime: RuntimeDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Claims:
+    """Authenticate an end user by JWT (``Authorization: Bearer``); the subject is the user id.
+
+    Raises:
+        ProblemError: 401 for a missing, malformed, expired or untrusted token,
+            429 over the user's rate limit.
+    """
+    try:
+        claims = verify_token(runtime.settings, bearer_token(authorization))
+    except AuthError as exc:
+        error = "invalid_request" if exc.reason == "missing" else "invalid_token"
+        raise _unauthorized(exc.message, error) from exc
+    await _enforce(runtime, f"user:{claims.subject}", runtime.settings.rate_limit_user)
+    return claims
+
+
+UserDep = Annotated[Claims, Depends(require_user)]
+
+
+async def require_admin(claims: UserDep) -> Claims:
+    """An end user holding the ``admin`` scope.
+
+    Raises:
+        ProblemError: 403 without the scope.
+    """
+    if not claims.has_scope(ADMIN_SCOPE):
+        raise ProblemError(
+            403,
+            detail="the admin scope is required",
+            headers={"WWW-Authenticate": 'Bearer realm="clarion", error="insufficient_scope"'},
+        )
+    return claims
+
+
+AdminDep = Annotated[Claims, Depends(require_admin)]

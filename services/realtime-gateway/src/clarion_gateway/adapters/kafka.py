@@ -1,0 +1,43 @@
+"""Kafka clients of the gateway (aiokafka): the consumer-group member and the producer.
+
+Tansu and other brokers without idempotent producers are supported: the producer
+uses ``acks="all"`` without idempotence, and consumers deduplicate (the history
+script). ``fetch_max_wait_ms`` is small so live frames are not held back by the
+broker's long-poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from clarion_gateway.settings import GatewaySettings
+
+
+def create_consumer(settings: GatewaySettings, topics: Sequence[str]) -> AIOKafkaConsumer:
+    """A consumer in group ``settings.consumer_group`` with manual commits (at-least-once)."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        client_id=f"{settings.service_name}-{settings.instance_id}",
+        enable_auto_commit=False,
+        auto_offset_reset=settings.kafka_auto_offset_reset,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        max_poll_records=settings.kafka_max_batch,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        metadata_max_age_ms=5_000,
+    )
+
+
+def create_producer(settings: GatewaySettings) -> AIOKafkaProducer:
+    """A producer with ``acks="all"`` and no idempotence (see the module docstring)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.service_name}-{settings.instance_id}",
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+    )

@@ -1,0 +1,1 @@
+"""Pure gateway logic: history entries from contracts, presence debouncing, delivery status."""

@@ -1,0 +1,1 @@
+"""Gateway handlers: WebSocket connections and sessions, consumed Kafka records."""

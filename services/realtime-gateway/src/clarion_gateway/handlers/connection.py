@@ -1,0 +1,154 @@
+"""The WebSocket connection handler: connect, authenticate, recover, then serve the session.
+
+Order of the recovery seam (no gap, no duplicate): the session is registered and
+the user's channel subscription confirmed *before* the history is read, so every
+message published from then on is buffered in the session queue; the history
+replay is written next, then the writer drains the buffer, skipping the seqs the
+replay already covered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from clarion_gateway.protocol import (
+    CLOSE_REASONS,
+    CloseCode,
+    ConnectFrame,
+    Offset,
+    PingFrame,
+    ProtocolError,
+    ServerSessionProtocol,
+    connected_frame,
+    decide_recovery,
+    pong_frame,
+    replay_is_complete,
+    unread_count_frame,
+)
+from clarion_kit.auth import AuthError, verify_token
+from clarion_kit.logging import get_logger
+
+from .session import Session
+
+if TYPE_CHECKING:
+    from clarion_gateway.app import Gateway
+
+log = get_logger(__name__)
+
+WS_PATH = "/v1/ws"
+
+
+async def _reject(gw: Gateway, ws: ServerConnection, code: CloseCode, reason: str = "") -> None:
+    gw.metrics.closes.labels(str(int(code))).inc()
+    await ws.close(int(code), reason or CLOSE_REASONS[code])
+
+
+async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
+    """Serve one WebSocket connection until it closes (see the module docstring)."""
+    request = ws.request
+    if request is None or request.path.split("?", 1)[0] != WS_PATH:
+        await _reject(gw, ws, CloseCode.PROTOCOL_ERROR, "unknown path")
+        return
+    protocol = ServerSessionProtocol()
+    try:
+        raw = await asyncio.wait_for(ws.recv(), gw.settings.connect_timeout)
+        frame = protocol.receive(raw)
+    except TimeoutError:
+        await _reject(gw, ws, CloseCode.CONNECT_TIMEOUT)
+        return
+    except ProtocolError as exc:
+        await _reject(gw, ws, exc.code, exc.reason)
+        return
+    except ConnectionClosed:
+        return
+    assert isinstance(frame, ConnectFrame)
+    try:
+        claims = verify_token(gw.settings, frame.token)
+    except AuthError as exc:
+        await _reject(gw, ws, CloseCode.BAD_TOKEN, exc.reason)
+        return
+    user_id = claims.subject
+    session = gw.open_session(ws, user_id, secrets.token_hex(8))
+    if claims.expires_at:
+        delay = max(0.0, claims.expires_at - time.time())
+        session.timer = asyncio.get_running_loop().call_later(
+            delay, session.close, CloseCode.BAD_TOKEN, "token expired"
+        )
+    try:
+        await _recover(gw, session, frame)
+        await _serve(gw, session, protocol)
+    except ConnectionClosed:
+        session.mark_closed()
+    except (RedisError, TimeoutError) as exc:
+        log.warning("session_setup_failed", user_id=user_id, error=str(exc))
+        session.close(CloseCode.TRY_AGAIN_LATER)
+    finally:
+        if not session.closed:
+            session.mark_closed()
+        # Let the close handshake finish (bounded by close_timeout) before returning,
+        # as websockets closes the transport when the handler returns.
+        await ws.wait_closed()
+
+
+async def _recover(gw: Gateway, session: Session, frame: ConnectFrame) -> None:
+    user_id = session.user_id
+    await gw.channels.acquire(user_id)
+    session.holds_channel = True
+    state = await gw.history.state(user_id)
+    decision = decide_recovery(
+        frame.since, epoch=state.epoch, top_seq=state.top_seq, first_seq=state.first_seq
+    )
+    recovered, start_after = decision.recovered, decision.start_after
+    replay = []
+    if decision.replay_from is not None:
+        replay = await gw.history.read(user_id, decision.replay_from)
+        seqs = [m.seq for m in replay]
+        if not replay_is_complete(start_after, seqs) or any(m.epoch != state.epoch for m in replay):
+            recovered, start_after, replay = False, state.top_seq, []
+    gw.metrics.recoveries.labels("true" if recovered else "false").inc()
+    if frame.since is not None and not recovered:
+        log.info("recovery_refused", user_id=user_id, since=str(frame.since), epoch=state.epoch)
+    await session.send_control(
+        connected_frame(
+            session=session.session_id,
+            offset=Offset(state.epoch, start_after),
+            unread_count=state.unread,
+            recovered=recovered,
+            missed=len(replay),
+        )
+    )
+    for msg in replay:
+        await session.send_message(msg)
+    session.start(state.epoch, replay[-1].seq if replay else start_after)
+
+
+async def _serve(gw: Gateway, session: Session, protocol: ServerSessionProtocol) -> None:
+    ws = session.ws
+    idle = gw.settings.idle_timeout
+    while not session.closed:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), idle)
+        except TimeoutError:
+            session.close(CloseCode.IDLE_TIMEOUT)
+            return
+        try:
+            frame = protocol.receive(raw)
+        except ProtocolError as exc:
+            session.close(exc.code, exc.reason)
+            return
+        if isinstance(frame, PingFrame):
+            session.offer(pong_frame())
+        else:
+            state = await gw.history.state(session.user_id)
+            session.offer(
+                unread_count_frame(
+                    offset=Offset(state.epoch, state.top_seq), unread_count=state.unread
+                )
+            )

@@ -1,0 +1,265 @@
+"""The gateway on the embedded stack: fan-out, failover recovery, dedup, slow consumers, resets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from clarion_contracts.v1 import InboxAction
+from clarion_gateway.protocol import CloseCode
+
+pytestmark = pytest.mark.integration
+
+
+def seqs(frames: list[dict[str, Any]]) -> list[int]:
+    return [int(f["offset"].split(":")[1]) for f in frames]
+
+
+async def wait_assigned(harness: Any, *gateways: Any) -> None:
+    """Until every instance owns at least one partition of the consumer group."""
+    await harness.wait_for(
+        lambda: all(gw._consumer.assignment() for gw in gateways), what="group assignment"
+    )
+
+
+async def test_user_on_b_receives_what_a_consumed(harness: Any) -> None:
+    gw_a = await harness.gateway()
+    gw_b = await harness.gateway()
+    await wait_assigned(harness, gw_a, gw_b)
+    users = [f"user{i}" for i in range(8)]
+    clients = {u: await harness.client(gw_b, u) for u in users}
+    consumed_by_a: list[str] = []
+    a_partitions = {tp.partition for tp in gw_a._consumer.assignment()}
+    for user in users:
+        meta = await harness.producer.send_and_wait(
+            harness.prefix + "clarion.notifications.v1",
+            value=harness.notification(user, f"{user}-n1").to_bytes(),
+            key=user.encode(),
+        )
+        if meta.partition in a_partitions:
+            consumed_by_a.append(user)
+    assert consumed_by_a, "no user key landed on instance A's partitions"
+    for user, client in clients.items():
+        (frame,) = await client.recv_until(1)
+        assert frame["type"] == "notification.created"
+        assert frame["notification"]["notification_id"] == f"{user}-n1"
+        assert frame["notification"]["recipient_id"] == user
+    appended_by_a = gw_a.metrics.records.labels(
+        harness.prefix + "clarion.notifications.v1", "appended"
+    )._value.get()
+    assert appended_by_a == len(consumed_by_a)
+
+
+async def test_many_sessions_of_one_user_all_receive(harness: Any) -> None:
+    gw = await harness.gateway()
+    phone = await harness.client(gw, "bob")
+    laptop = await harness.client(gw, "bob")
+    await harness.notify(harness.notification("bob", "b1"))
+    for client in (phone, laptop):
+        (frame,) = await client.recv_until(1)
+        assert frame["notification"]["notification_id"] == "b1"
+
+
+async def test_failover_recovers_missed_notifications_in_order(harness: Any) -> None:
+    gw_a = await harness.gateway()
+    gw_b = await harness.gateway()
+    await wait_assigned(harness, gw_a, gw_b)
+    client = await harness.client(gw_a, "carol")
+    await harness.notify(harness.notification("carol", "c0"))
+    await client.recv_until(1)
+    last_offset = client.offset
+
+    await gw_a.kill()
+    with pytest.raises(ConnectionClosed):
+        await client.recv(timeout=10)
+    for i in range(1, 6):
+        await harness.notify(harness.notification("carol", f"c{i}"))
+    # Missed notifications are in the history once the survivor consumed them.
+    await harness.wait_for(
+        lambda: _top_seq(gw_b, "carol", 6), what="survivor consumed the missed notifications"
+    )
+
+    resumed = await harness.client(gw_b, "carol", since=last_offset)
+    assert resumed.connected["recovered"] is True
+    assert resumed.connected["missed"] == 5
+    missed = await resumed.recv_until(5)
+    assert [f["notification"]["notification_id"] for f in missed] == [f"c{i}" for i in range(1, 6)]
+    assert seqs(missed) == [2, 3, 4, 5, 6]
+    await harness.notify(harness.notification("carol", "c6"))
+    frames = await resumed.recv_until(6)
+    assert frames[-1]["notification"]["notification_id"] == "c6"
+    assert seqs(frames) == [2, 3, 4, 5, 6, 7]
+
+
+async def _top_seq(gw: Any, user: str, expected: int) -> bool:
+    state = await gw.history.state(user)
+    return bool(state.top_seq >= expected)
+
+
+async def test_redelivered_records_are_shown_once(harness: Any) -> None:
+    gw = await harness.gateway()
+    client = await harness.client(gw, "dave")
+    v1 = harness.notification("dave", "d1", 1)
+    read = harness.inbox_event("dave", InboxAction.READ, ["d1"], 0)
+    for _ in range(3):
+        await harness.notify(v1)
+        await harness.inbox(read)
+    v2 = harness.notification("dave", "d1", 2)
+    await harness.notify(v2)
+    await harness.notify(v1)  # an older version after a newer one changes nothing
+    await harness.notify(v2)
+    marker = harness.notification("dave", "d2", 1)
+    await harness.notify(marker)
+    frames = await client.recv_until(4)
+    await asyncio.sleep(0.3)
+    while True:
+        try:
+            await client.recv(timeout=0.3)
+        except TimeoutError:
+            break
+    stream = client.stream_frames()
+    kinds = [(f["type"], f.get("notification", {}).get("version")) for f in stream]
+    assert kinds == [
+        ("notification.created", 1),
+        ("notification.read", None),
+        ("notification.updated", 2),
+        ("notification.created", 1),
+    ], frames
+    assert seqs(stream) == [1, 2, 3, 4]
+    # created: 1 unread; read: ingest-api says 0; the update reopens the read one; d2: 2.
+    assert [f["unread_count"] for f in stream] == [1, 0, 1, 2]
+
+
+async def test_slow_consumer_is_cut_off_without_holding_back_others(harness: Any) -> None:
+    gw = await harness.gateway(send_queue_size=8, write_limit=16 * 1024, close_timeout=20.0)
+    fast = await harness.client(gw, "erin")
+    sock = socket.create_connection(("127.0.0.1", gw.ws_port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow_ws = await connect(f"ws://127.0.0.1:{gw.ws_port}/v1/ws", sock=sock, max_queue=1)
+    await slow_ws.send(json.dumps({"type": "connect", "token": harness.token("erin")}))
+    big = "x" * 60_000
+    total = 120
+    for i in range(total):
+        await harness.notify(harness.notification("erin", f"e{i}", body=big))
+    frames = await fast.recv_until(total, timeout=60)
+    assert [f["notification"]["notification_id"] for f in frames] == [f"e{i}" for i in range(total)]
+    await harness.wait_for(
+        lambda: gw.metrics.slow_consumer_closes._value.get() == 1, what="slow consumer closed"
+    )
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(slow_ws.recv(), 20)
+    assert slow_ws.close_code == CloseCode.SLOW_CONSUMER
+    assert gw.connection_count == 1
+
+
+async def test_history_reset_means_recovered_false(harness: Any) -> None:
+    gw = await harness.gateway()
+    client = await harness.client(gw, "frank")
+    await harness.notify(harness.notification("frank", "f1"))
+    await client.recv_until(1)
+    old = client.offset
+    await client.close()
+    await gw.history.reset("frank")  # what losing Redis data does
+    await harness.notify(harness.notification("frank", "f2"))
+    await harness.wait_for(lambda: _top_seq(gw, "frank", 1), what="f2 appended")
+    again = await harness.client(gw, "frank", since=old)
+    assert again.connected["recovered"] is False
+    assert again.connected["offset"].split(":")[0] != old.split(":")[0]
+    assert again.connected["missed"] == 0
+
+
+async def test_live_epoch_change_closes_with_resync(harness: Any) -> None:
+    gw = await harness.gateway()
+    client = await harness.client(gw, "gina")
+    await harness.notify(harness.notification("gina", "g1"))
+    await client.recv_until(1)
+    await gw.history.reset("gina")
+    await harness.notify(harness.notification("gina", "g2"))
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await client.recv(timeout=20)
+    assert client.ws.close_code == CloseCode.RESYNC
+
+
+async def test_trimmed_history_means_recovered_false(harness: Any) -> None:
+    gw = await harness.gateway(history_size=3)
+    client = await harness.client(gw, "hank")
+    await harness.notify(harness.notification("hank", "h0"))
+    await client.recv_until(1)
+    old = client.offset
+    await client.close()
+    for i in range(1, 6):
+        await harness.notify(harness.notification("hank", f"h{i}"))
+    await harness.wait_for(lambda: _top_seq(gw, "hank", 6), what="appended")
+    again = await harness.client(gw, "hank", since=old)
+    assert again.connected["recovered"] is False
+    assert again.connected["offset"].endswith(":6")
+
+
+async def test_lost_pubsub_message_is_filled_from_history(harness: Any) -> None:
+    gw = await harness.gateway()
+    client = await harness.client(gw, "ivy")
+    history = gw.history
+    lost = harness.notification("ivy", "i1")
+    from clarion_gateway.domain.entries import entry_from_notification
+
+    real_channel = history.channel
+    history.channel = lambda user: "nobody-listens"  # type: ignore[method-assign]
+    try:
+        await history.append(entry_from_notification(lost))
+    finally:
+        history.channel = real_channel  # type: ignore[method-assign]
+    await history.append(entry_from_notification(harness.notification("ivy", "i2")))
+    frames = await client.recv_until(2)
+    assert [f["notification"]["notification_id"] for f in frames] == ["i1", "i2"]
+    assert gw.metrics.gap_fills._value.get() == 1
+
+
+@pytest.mark.parametrize("token", ["not-a-jwt", "expired"])
+async def test_bad_token_closes_4001(harness: Any, token: str) -> None:
+    gw = await harness.gateway()
+    if token == "expired":
+        token = harness.token("jo", ttl=-3600)
+    async with connect(f"ws://127.0.0.1:{gw.ws_port}/v1/ws") as ws:
+        await ws.send(json.dumps({"type": "connect", "token": token, "since": None}))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == CloseCode.BAD_TOKEN
+
+
+async def test_no_connect_frame_closes_4002(harness: Any) -> None:
+    gw = await harness.gateway(connect_timeout=0.5)
+    async with connect(f"ws://127.0.0.1:{gw.ws_port}/v1/ws") as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == CloseCode.CONNECT_TIMEOUT
+
+
+async def test_frame_before_connect_closes_4003(harness: Any) -> None:
+    gw = await harness.gateway()
+    async with connect(f"ws://127.0.0.1:{gw.ws_port}/v1/ws") as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == CloseCode.PROTOCOL_ERROR
+
+
+async def test_ping_and_unread_count_requests(harness: Any) -> None:
+    gw = await harness.gateway()
+    client = await harness.client(gw, "kim")
+    await harness.notify(harness.notification("kim", "k1"))
+    await client.recv_until(1)
+    await client.ws.send(json.dumps({"type": "ping"}))
+    assert (await client.recv())["type"] == "pong"
+    await client.ws.send(json.dumps({"type": "get_unread_count"}))
+    frame = await client.recv()
+    assert frame["type"] == "unread_count"
+    assert frame["unread_count"] == 1
+    assert frame["offset"] == client.offset
