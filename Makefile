@@ -6,7 +6,8 @@ PYTHON_VERSION ?= 3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else the uv module installed into the system Python by `ensure-uv`.
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 REPLAY ?= default
@@ -16,22 +17,22 @@ EXIT_AFTER_REPLAY ?= 0
 PACKAGES := contracts libs/clarion-kit libs/clarion-devstack $(wildcard services/*)
 TYPED_STRICT := contracts/src libs/clarion-kit/src libs/clarion-devstack/src
 
-.PHONY: help install lock lint format test unit integration e2e bench run asyncapi schemas deploy-gen up down clean devstack-up devstack-down
+.PHONY: help ensure-uv install lock lint format test unit integration e2e bench run asyncapi schemas deploy-gen up down clean devstack-up devstack-down
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(UV):
-	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+ensure-uv:
+	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --quiet uv
 
-$(STAMP): requirements.lock $(foreach p,$(PACKAGES),$(p)/pyproject.toml) | $(UV)
+$(STAMP): requirements.lock $(foreach p,$(PACKAGES),$(p)/pyproject.toml) | ensure-uv
 	$(UV) venv --quiet --allow-existing --python $(PYTHON_VERSION) $(VENV)
 	$(UV) pip install --quiet --python $(PY) -r requirements.lock
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install every package from the pinned lock
 
-lock: | $(UV) ## Re-pin requirements.lock from requirements.in (no download URLs recorded)
+lock: | ensure-uv ## Re-pin requirements.lock from requirements.in (no download URLs recorded)
 	$(UV) pip compile requirements.in -o requirements.lock --python-version $(PYTHON_VERSION) --no-header --quiet
 
 lint: $(STAMP) ## ruff + mypy (strict on contracts and libs)

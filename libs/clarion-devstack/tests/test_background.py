@@ -106,6 +106,24 @@ def test_background_stack_starts_detached_and_stops(
         assert "CLARION_REDIS_URL=" + state.info.redis_url in paths.env_file.read_text("utf-8")
         with pytest.raises(StackError, match="already runs"):
             start_background(StackConfig(data_dir=paths.data_dir))
+        # A second supervisor started behind the CLI's back leaves the records alone.
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "clarion_devstack.background",
+                "--data-dir",
+                str(paths.data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert "already runs" in second.stderr
+        assert read_state(paths) == state
+        assert read_pid(paths) == state.pid
     finally:
         assert stop_background(paths) is True
     assert not process_alive(state.pid)

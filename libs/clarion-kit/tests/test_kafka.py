@@ -46,6 +46,7 @@ def settings(devstack: Any, topic_prefix: str, clean_env: pytest.MonkeyPatch) ->
         kafka_bootstrap_servers=devstack.kafka_bootstrap_servers,
         topic_prefix=topic_prefix,
         kafka_partitions_override=1,
+        kafka_session_timeout_ms=3000,  # the embedded broker then admits a member in ~1.5 s
     )
 
 
@@ -78,6 +79,10 @@ async def _read(settings: ServiceSettings, topic: str, count: int) -> list[Any]:
         await consumer.stop()
 
 
+def _group(settings: ServiceSettings) -> str:
+    return settings.topic_prefix + settings.service_name
+
+
 async def _started(broker: KafkaBroker) -> None:
     await asyncio.wait_for(broker.start(), WAIT)
 
@@ -108,7 +113,10 @@ async def _subscribe(
 ) -> KafkaBroker:
     await ensure_topics(settings, [spec])
     broker = create_broker(settings, registry=registry, retry_policy=FAST_RETRY)
-    broker.subscriber(settings.topic(spec), **subscriber_options(settings))(handler)
+    # A group per test: a group shared with an earlier test's departed member would make
+    # the join wait for that member's session timeout.
+    options = subscriber_options(settings, group_id=_group(settings))
+    broker.subscriber(settings.topic(spec), **options)(handler)
     await _started(broker)
     return broker
 
@@ -208,7 +216,7 @@ async def test_offset_committed_after_dead_letter(
     # A member of the same group reads the committed position through the coordinator.
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.service_name,
+        group_id=_group(settings),
         enable_auto_commit=False,
     )
     await consumer.start()

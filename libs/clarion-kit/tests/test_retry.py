@@ -200,4 +200,7 @@ def test_create_broker_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert opts["auto_offset_reset"] == "earliest"
     assert opts["fetch_max_wait_ms"] == 5
     assert opts["max_records"] == 5
+    assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (10_000, 3000)
+    short = ServiceSettings(kafka_session_timeout_ms=3000)
+    assert subscriber_options(short)["heartbeat_interval_ms"] == 1000
     assert create_broker(settings, dead_letter=False).clarion_dlq is None  # type: ignore[attr-defined]

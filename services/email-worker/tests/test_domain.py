@@ -153,7 +153,8 @@ def test_message_headers_and_parts() -> None:
         )
     )
     assert msg["Message-ID"] == message_id("req-1", "clarion.example")
-    assert msg["Message-ID"].startswith("<") and msg["Message-ID"].endswith("@clarion.example>")
+    assert msg["Message-ID"].startswith("<")
+    assert msg["Message-ID"].endswith("@clarion.example>")
     assert msg["Date"] == "Tue, 24 Nov 2026 08:30:00 +0000"
     assert msg["From"] == "Clarion <noreply@clarion.example>"
     assert msg["To"].addresses[0].display_name == "Alice Ünicode"
@@ -271,7 +272,11 @@ def test_locale_and_timezone_of_the_recipient() -> None:
         kind=EmailKind.IMMEDIATE,
         items=[item(1)],
         recipient=Recipient(
-            user_id="u1", name="Jörg", email="j@example.de", locale="de-AT", timezone="Europe/Berlin"
+            user_id="u1",
+            name="Jörg",
+            email="j@example.de",
+            locale="de-AT",
+            timezone="Europe/Berlin",
         ),
         category="social",
         unsubscribe_url="https://x/v1/unsubscribe?token=t",
@@ -285,7 +290,9 @@ def test_unknown_locale_falls_back_to_english_and_bad_timezone_to_utc() -> None:
     rendered = TemplateRenderer().render(
         kind=EmailKind.IMMEDIATE,
         items=[item(1)],
-        recipient=Recipient(user_id="u", name="N", email="n@x.y", locale="ja", timezone="Mars/Base"),
+        recipient=Recipient(
+            user_id="u", name="N", email="n@x.y", locale="ja", timezone="Mars/Base"
+        ),
         category="social",
         unsubscribe_url=None,
     )

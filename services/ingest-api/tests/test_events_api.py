@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import uuid
@@ -220,5 +221,29 @@ async def test_readiness_reports_every_dependency(ingest: Any) -> None:
     body = (await ingest.http.get("/readyz")).json()
     assert set(body["checks"]) == {"postgres", "redis", "kafka"}
     assert (await ingest.http.get("/healthz")).status_code == 200
+    await ingest.http.put("/v1/users/u1", json={"name": "U"}, headers=ingest.producer_headers())
     metrics = await ingest.http.get("/metrics")
     assert "clarion_ingest_api_http_requests_total" in metrics.text
+    assert (
+        'clarion_ingest_api_records_published_total{topic="clarion.user-profiles.v1"}'
+        in metrics.text
+    )
+
+
+async def test_configured_api_keys_are_accepted_by_hash(start_ingest: Any) -> None:
+    key = "clk_custom-producer-key"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    async with start_ingest(api_key_hashes=[digest]) as svc:
+        await svc.eventually(_kafka_connected(svc))
+        for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {key}"}):
+            response = await svc.http.post("/v1/events", json=event(), headers=headers)
+            assert response.status_code == 202, response.text
+        wrong = await svc.http.post("/v1/events", json=event(), headers={"X-API-Key": key + "x"})
+        assert wrong.status_code == 401
+
+
+def _kafka_connected(svc: Any) -> Any:
+    async def check() -> bool:
+        return bool(svc.app.state.runtime.connection.connected)
+
+    return check

@@ -293,8 +293,8 @@ async def test_another_users_notification_answers_404_like_a_missing_one(
     assert await svc.read_topic(INBOX_EVENTS, 1, timeout=1.0) == []
 
 
-async def test_tokens_are_required(inbox_service: Any) -> None:
-    svc = inbox_service
+async def test_tokens_are_required(ingest: Any) -> None:
+    svc = ingest
     from clarion_kit.auth import issue_token
 
     expired = issue_token(svc.settings, "bob", ttl=-3600)

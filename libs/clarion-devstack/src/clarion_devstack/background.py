@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -59,6 +60,11 @@ class StackPaths:
     def pid_file(self) -> Path:
         """``<data_dir>/devstack.pid``."""
         return self.data_dir / "devstack.pid"
+
+    @property
+    def supervisor_lock(self) -> Path:
+        """``<data_dir>/supervisor.lock``, locked by the supervisor while it runs."""
+        return self.data_dir / "supervisor.lock"
 
     @property
     def log_file(self) -> Path:
@@ -213,10 +219,22 @@ def serve(
         on_ready: called with the state once every server answers.
 
     Returns:
-        Exit status: 0 after a clean stop, 1 when the stack failed to start.
+        Exit status: 0 after a stop on request; 1 when the stack failed to start, another
+        supervisor already runs from the data directory, or a server died.
     """
     paths = StackPaths(config.data_dir)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Held for the supervisor's lifetime, before any record is written: a second
+    # supervisor on the same directory gives up without touching the first one's files.
+    lock_fd = os.open(paths.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        message = f"a development stack already runs from {config.data_dir}"
+        _report(ready_fd, json.dumps({"error": message}))
+        print(message, file=sys.stderr, flush=True)
+        return 1
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -231,7 +249,6 @@ def serve(
         except (StackError, OSError) as exc:
             _report(ready_fd, json.dumps({"error": str(exc)}))
             print(f"development stack failed to start: {exc}", file=sys.stderr, flush=True)
-            paths.pid_file.unlink(missing_ok=True)
             return 1
         state = state_of(stack, os.getpid())
         _write_atomic(paths.state_file, state.to_json())
@@ -245,11 +262,12 @@ def serve(
             dead = [p.name for p in stack.processes.values() if p.popen.poll() is not None]
             if dead:
                 print(f"servers exited unexpectedly: {dead}; stopping", file=sys.stderr)
-                break
+                return 1
         return 0
     finally:
         stack.stop()
         remove_records(paths)
+        os.close(lock_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -353,6 +371,8 @@ def stop_background(paths: StackPaths, *, timeout: float = 30.0) -> bool:
     state = None
     with contextlib.suppress(OSError, ValueError):
         state = StackState.from_json(paths.state_file.read_text("utf-8"))
+    if pid is None and state is not None and process_alive(state.pid):
+        pid = state.pid
     if pid is None:
         remove_records(paths)
         return False

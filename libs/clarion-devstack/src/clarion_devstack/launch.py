@@ -128,6 +128,8 @@ def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
         "CLARION_REDIS_PREFIX": config.redis_prefix,
         "CLARION_LOG_JSON": "true",
         "CLARION_KAFKA_PARTITIONS_OVERRIDE": "4",
+        # Tansu lets a new member join after about half the session timeout.
+        "CLARION_KAFKA_SESSION_TIMEOUT_MS": "3000",
         **config.extra_env,
     }
     api = f"http://127.0.0.1:{p.ingest}"

@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -970,10 +970,13 @@ class Stack:
                     del self.processes[server.name]
                     server.process = None
                     continue
-                if isinstance(error, ProbeError):
-                    failures.append(str(error))
-                else:
-                    failures.append(f"{server.name}: {error!r}")
+                message = str(error) if isinstance(error, ProbeError) else repr(error)
+                if server.name in self.external:
+                    message += (
+                        f" (address from ${SERVER_ENV[server.name]}; unset it to start an "
+                        "embedded server)"
+                    )
+                failures.append(f"{server.name}: {message}")
             if failures:
                 raise StackError("development stack failed to start:\n" + "\n".join(failures))
             if not pending:
@@ -1038,14 +1041,3 @@ def remove_stale_data_dirs(parent: Path, prefix: str, *, min_age: float = 600.0)
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-@contextlib.contextmanager
-def running_stack(config: StackConfig) -> Iterator[tuple[Stack, StackInfo]]:
-    """Context manager yielding a started :class:`Stack` and its settings; stops it on exit."""
-    stack = Stack(config)
-    info = stack.start()
-    try:
-        yield stack, info
-    finally:
-        stack.stop()

@@ -139,17 +139,23 @@ def subscriber_options(
       service: partitions are shared among its replicas);
     * ``auto_offset_reset="earliest"``: a new group reads the topic from the start;
     * ``fetch_max_wait_ms`` = :data:`FETCH_MAX_WAIT_MS`;
+    * ``session_timeout_ms`` = ``settings.kafka_session_timeout_ms``, heartbeats at a third
+      of it (at most 3 s);
     * ``ack_policy=NACK_ON_ERROR``: commit after the handler returned (or the record was
       dead-lettered), seek back when it raised. Pass ``ack_policy=AckPolicy.MANUAL`` to
       commit yourself with ``await message.ack()``.
 
     ``overrides`` replace any of these or add other ``subscriber`` arguments.
     """
+    session = settings.kafka_session_timeout_ms
     options: dict[str, Any] = {
         "group_id": group_id or settings.service_name,
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "session_timeout_ms": session,
+        # Kafka wants heartbeats at no more than a third of the session timeout.
+        "heartbeat_interval_ms": min(3000, session // 3),
     }
     options.update(overrides)
     return options

@@ -45,6 +45,7 @@ SHARED_FIELDS: frozenset[str] = frozenset(
         "kafka_bootstrap_servers",
         "kafka_partitions_override",
         "kafka_replication_factor",
+        "kafka_session_timeout_ms",
         "redis_url",
         "database_url",
         "topic_prefix",
@@ -119,6 +120,15 @@ class ServiceSettings(BaseSettings):
     )
     kafka_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics created at start-up"
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description=(
+            "Consumer group session timeout. Apache Kafka refuses values below its "
+            "group.min.session.timeout.ms (6000 by default); the embedded broker lets a "
+            "new member join after about half of it, so test stacks use less"
+        ),
     )
     redis_url: str = "redis://localhost:6379/0"
     database_url: str = "postgresql+asyncpg://clarion:clarion@localhost:5432/clarion"

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from faststream import FastStream
@@ -217,10 +218,24 @@ def create_app(
     configure_logging(settings)
     broker = create_broker(settings)
     worker = EmailWorker(settings, broker, clock=clock, serve_http=serve_http)
-    options = subscriber_options(settings)
-    broker.subscriber(settings.topic(USER_PROFILES), **options)(worker.on_profile)
-    broker.subscriber(settings.topic(PREFERENCES), **options)(worker.on_preferences)
-    broker.subscriber(settings.topic(EMAIL_REQUESTS), **options)(worker.on_request)
+    # One consumer group per topic: members of one group subscribed to different topics
+    # make every join rebalance all of them.
+    name = settings.service_name
+    timeouts: dict[str, Any] = {
+        "session_timeout_ms": settings.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
+    }
+    broker.subscriber(
+        settings.topic(USER_PROFILES),
+        **subscriber_options(settings, group_id=f"{name}-profiles", **timeouts),
+    )(worker.on_profile)
+    broker.subscriber(
+        settings.topic(PREFERENCES),
+        **subscriber_options(settings, group_id=f"{name}-preferences", **timeouts),
+    )(worker.on_preferences)
+    broker.subscriber(settings.topic(EMAIL_REQUESTS), **subscriber_options(settings, **timeouts))(
+        worker.on_request
+    )
     app = FastStream(broker)
     app.on_startup(worker.on_startup)
     app.after_startup(worker.after_startup)

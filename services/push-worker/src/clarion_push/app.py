@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from faststream import FastStream
@@ -193,9 +194,21 @@ def create_app(
     configure_logging(settings)
     broker = create_broker(settings)
     worker = PushWorker(settings, broker, clock=clock, serve_http=serve_http)
-    common = subscriber_options(settings)
-    broker.subscriber(settings.topic(PUSH_SUBSCRIPTIONS), **common)(worker.on_subscription)
-    broker.subscriber(settings.topic(PUSH_REQUESTS), **common)(worker.on_request)
+    # One consumer group per topic: members of one group subscribed to different topics
+    # make every join rebalance both.
+    timeouts: dict[str, Any] = {
+        "session_timeout_ms": settings.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
+    }
+    broker.subscriber(
+        settings.topic(PUSH_SUBSCRIPTIONS),
+        **subscriber_options(
+            settings, group_id=f"{settings.service_name}-subscriptions", **timeouts
+        ),
+    )(worker.on_subscription)
+    broker.subscriber(settings.topic(PUSH_REQUESTS), **subscriber_options(settings, **timeouts))(
+        worker.on_request
+    )
     app = FastStream(broker)
     app.on_startup(worker.on_startup)
     app.after_startup(worker.after_startup)

@@ -186,7 +186,7 @@ async def _check(info: StackInfo) -> dict[str, str | None]:
 def env(
     data_dir: Path | None = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
 ) -> None:
-    """Print ``export CLARION_...=...`` lines of the running stack (for ``eval``)."""
+    """Print the running stack's settings as shell export lines (for eval)."""
     state = read_state(StackPaths(_config(data_dir).data_dir))
     if state is None:
         err_console.print("not running; start it with `clarion devstack up`")

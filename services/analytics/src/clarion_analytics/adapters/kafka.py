@@ -1,10 +1,12 @@
-"""Kafka wiring of analytics: a broker with one batch subscriber per consumed topic.
+"""Kafka wiring of analytics: a broker with ONE batch subscriber on the four topics.
 
-Subscribers use the ``analytics`` consumer group, batch consumption (up to
-``batch_max_records`` records or ``batch_timeout_ms``) and commit after the batch
-handler returned (``AckPolicy.NACK_ON_ERROR``). Record values are handed to the
-handler raw (a custom decoder), so one malformed record cannot fail a whole
-batch's decoding: the handler dead-letters it on its own.
+One consumer per process (consumer group ``analytics``) reads all four topics:
+a consumer per topic in the same group would make every start-up a series of
+group rebalances. Batches (up to ``batch_max_records`` records or
+``batch_timeout_ms``) are committed after the batch handler returned
+(``AckPolicy.NACK_ON_ERROR``). Record values are handed to the handler raw (a
+custom decoder), so one malformed record cannot fail a whole batch's decoding:
+the handler dead-letters it on its own.
 """
 
 from __future__ import annotations
@@ -48,17 +50,7 @@ def build_broker(
     """A broker subscribed to :data:`CONSUMED`; ``get_handler`` returns the batch handler
     (created in the lifespan, once the database is ready)."""
     broker = create_broker(settings, registry=registry)
-    for spec in CONSUMED:
-        _subscribe(broker, settings, spec, get_handler)
-    return broker
-
-
-def _subscribe(
-    broker: KafkaBroker,
-    settings: AnalyticsSettings,
-    spec: TopicSpec,
-    get_handler: Callable[[], BatchHandler],
-) -> None:
+    by_topic = {settings.topic(spec): spec for spec in CONSUMED}
     options = subscriber_options(
         settings,
         group_id=settings.consumer_group,
@@ -67,15 +59,24 @@ def _subscribe(
     )
 
     @broker.subscriber(  # type: ignore[untyped-decorator]
-        settings.topic(spec),
+        *by_topic,
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         decoder=_raw_records,
-        title=f"analytics:{spec.name}",
+        title="analytics",
         **options,
     )
     async def consume(message: KafkaMessage) -> None:
         raw = message.raw_message
         records: Sequence[RecordLike] = list(raw) if isinstance(raw, tuple) else [raw]
-        await get_handler().handle(spec, records)
+        grouped: dict[str, list[RecordLike]] = {}
+        for record in records:
+            grouped.setdefault(record.topic, []).append(record)
+        handler = get_handler()
+        # Registry order (notifications first) lets most facts find their cohort at once.
+        for topic, spec in by_topic.items():
+            if topic in grouped:
+                await handler.handle(spec, grouped[topic])
+
+    return broker

@@ -11,6 +11,7 @@ from fastapi import Request
 
 from clarion_ingest.adapters.kafka import BrokerUnavailableError, Record
 from clarion_ingest.runtime import Runtime
+from clarion_kit.metrics import get_or_create_counter, metric_name
 from clarion_kit.problems import ProblemError, problem_responses
 
 AUTH_ERRORS = (401, 413, 422, 429, 500)
@@ -37,16 +38,36 @@ def broker_unavailable(runtime: Runtime, exc: BrokerUnavailableError) -> Problem
     )
 
 
+def _published_counter(service: str) -> Any:
+    return get_or_create_counter(
+        metric_name(service, "records_published_total"),
+        "Records produced and acknowledged by the broker, by topic",
+        ("topic",),
+    )
+
+
+def _unavailable_counter(service: str) -> Any:
+    return get_or_create_counter(
+        metric_name(service, "broker_unavailable_total"),
+        "Requests answered 503 because the broker did not acknowledge",
+    )
+
+
 async def publish(runtime: Runtime, records: Sequence[Record]) -> None:
     """Produce ``records`` and wait for every acknowledgement.
 
     Raises:
         ProblemError: 503 with Retry-After when the broker did not acknowledge in time.
     """
+    service = runtime.settings.service_name
     try:
         await runtime.publisher.send(records)
     except BrokerUnavailableError as exc:
+        _unavailable_counter(service).inc()
         raise broker_unavailable(runtime, exc) from exc
+    counter = _published_counter(service)
+    for record in records:
+        counter.labels(record.topic.removeprefix(runtime.settings.topic_prefix)).inc()
 
 
 async def read_json(request: Request) -> Any:

@@ -1,0 +1,246 @@
+"""``clarion bench``: the whole of Clarion under load, on the embedded stack.
+
+Measures, with ``runs`` repetitions and medians: the time from ``POST /v1/events``
+accepted to the frame at a connected WebSocket client at 100 and 1,000 events/s;
+the highest rate sustained with p99 under 1 s and nothing lost; notifications/s
+through fan-out to many recipients; notifications lost or duplicated; and peak
+RSS per service. Writes ``docs/benchmarks.json`` and the table in
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from clarion_devstack.drain import wait_drained
+from clarion_devstack.launch import LaunchConfig, Ports, service_specs
+from clarion_devstack.loadgen import RateResult, run_at_rate, shaped_events
+from clarion_devstack.observer import LatencyObserver
+from clarion_devstack.replay.client import ReplayClient
+from clarion_devstack.replay.sources import read_events, resolve_source
+from clarion_devstack.stack import Stack, StackConfig, find_project_root
+from clarion_devstack.supervisor import Supervisor
+
+app = typer.Typer()
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """Peak resident set size (``VmHWM``) of a process in MiB, from /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """What the benchmark ran on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    real = [v for v in values if v is not None]
+    return statistics.median(real) if real else None
+
+
+async def _bench(console: Console, runs: int, users: int, duration: float) -> dict[str, Any]:
+    from clarion_devstack.commands.replay import default_api_key
+
+    data_dir = find_project_root() / ".clarion" / "bench"
+    stack = Stack(StackConfig(data_dir=data_dir / "stack"))
+    info = await asyncio.to_thread(stack.start)
+    ports = Ports.free()
+    suffix = uuid.uuid4().hex[:6]
+    config = LaunchConfig(
+        info=info,
+        ports=ports,
+        state_dir=data_dir,
+        environment="development",
+        topic_prefix=f"bench{suffix}.",
+        extra_env={"CLARION_LOG_LEVEL": "WARNING"},
+    )
+    supervisor = Supervisor(data_dir / "logs", lambda *_: None)
+    result: dict[str, Any] = {"machine": machine(), "started": datetime.now(UTC).isoformat()}
+    try:
+        for spec in service_specs(config):
+            await supervisor.start(spec)
+        for name in supervisor.names:
+            await supervisor.wait_ready(name, timeout=120)
+        templates = list(read_events(resolve_source("default")))
+        watched = [f"bench-user-{n:05d}" for n in range(users)]
+        observer = LatencyObserver(f"ws://127.0.0.1:{ports.gateway}/v1/ws", watched)
+        await observer.start(timeout=60)
+        async with ReplayClient(f"http://127.0.0.1:{ports.ingest}", default_api_key()) as client:
+            await client.ensure_profiles(watched)
+            warm = shaped_events(templates, watched, 500, seed=1)
+            await run_at_rate(client, observer, warm, 250)
+            fixed: dict[str, Any] = {}
+            for rate in (100, 1000):
+                samples: list[RateResult] = []
+                for run in range(runs):
+                    events = shaped_events(templates, watched, int(rate * duration), seed=run + 2)
+                    samples.append(await run_at_rate(client, observer, events, rate))
+                    console.print(f"{rate}/s run {run + 1}: {samples[-1]}")
+                fixed[str(rate)] = {
+                    "p50_ms": _median([s.p50_ms for s in samples]),
+                    "p95_ms": _median([s.p95_ms for s in samples]),
+                    "p99_ms": _median([s.p99_ms for s in samples]),
+                    "achieved_rate": _median([s.achieved_rate for s in samples]),
+                    "lost": sum(s.lost for s in samples),
+                    "duplicated": sum(s.duplicated for s in samples),
+                    "runs": [asdict(s) for s in samples],
+                }
+            result["fixed_rates"] = fixed
+            sustained = 0.0
+            ramp: list[dict[str, Any]] = []
+            for rate in (2000, 3000, 4000, 6000, 8000, 12000):
+                events = shaped_events(templates, watched, int(rate * 5), seed=rate)
+                sample = await run_at_rate(client, observer, events, rate)
+                ramp.append(asdict(sample))
+                console.print(f"ramp {rate}/s: {sample}")
+                ok = (
+                    sample.p99_ms is not None
+                    and sample.p99_ms < 1000
+                    and sample.lost == 0
+                    and sample.achieved_rate >= 0.9 * rate
+                )
+                if not ok:
+                    break
+                sustained = sample.achieved_rate
+            result["ramp"] = ramp
+            result["highest_sustained_rate"] = sustained
+            result["fanout"] = await _fanout(
+                client, templates, info.kafka_bootstrap_servers, config
+            )
+            console.print(f"fan-out: {result['fanout']}")
+        await observer.stop()
+        result["peak_rss_mib"] = {
+            name: peak_rss_mib(pid)
+            for name in supervisor.names
+            if (pid := supervisor.pid(name)) is not None
+        }
+    finally:
+        await supervisor.stop()
+        await asyncio.to_thread(stack.stop)
+    return result
+
+
+async def _fanout(
+    client: ReplayClient, templates: list[Any], bootstrap: str, config: LaunchConfig
+) -> dict[str, float]:
+    """Notifications/s: events with 20 recipients each, until the inbox has them all."""
+    recipients = [f"fan-user-{n:05d}" for n in range(2000)]
+    await client.ensure_profiles(recipients)
+    events = []
+    for n, event in enumerate(shaped_events(templates, recipients, 1500, seed=99)):
+        group = [recipients[(n * 20 + k) % len(recipients)] for k in range(20)]
+        events.append(event.model_copy(update={"recipients": group}))
+    start = time.monotonic()
+    for offset in range(0, len(events), 100):
+        await client.send_batch(events[offset : offset + 100])
+    await wait_drained(
+        bootstrap,
+        ("aggregator", "ingest-api", "realtime-gateway"),
+        topic_prefix=config.topic_prefix,
+        timeout=600,
+        settle=0.5,
+    )
+    elapsed = time.monotonic() - start - 0.5
+    notifications = len(events) * 20
+    return {
+        "events": len(events),
+        "notifications": notifications,
+        "seconds": round(elapsed, 2),
+        "notifications_per_s": round(notifications / elapsed, 1),
+    }
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The docs/benchmarks.md text for one result."""
+
+    def ms(value: float | None) -> str:
+        return f"{value:.1f}" if value is not None else "-"
+
+    m = result["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "`make bench` runs the embedded stack and all six services on one machine, connects",
+        "WebSocket clients and drives `POST /v1/events:batch` with events shaped like the real",
+        "GH Archive hour. Latency: from ingest-api accepting an event to its frame at the client.",
+        "Medians of several runs; nothing here is asserted by tests.",
+        "",
+        f"Machine: {m['cpu']} ({m['cores']} cores), Python {m['python']}, {m['system']}.",
+        f"Run: {result['started']}.",
+        "",
+        "| offered rate | achieved | p50 ms | p95 ms | p99 ms | lost | duplicated |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for rate, row in result.get("fixed_rates", {}).items():
+        lines.append(
+            f"| {rate}/s | {row['achieved_rate']:.0f}/s | {ms(row['p50_ms'])} | "
+            f"{ms(row['p95_ms'])} | {ms(row['p99_ms'])} | {row['lost']} | {row['duplicated']} |"
+        )
+    lines += [
+        "",
+        f"Highest rate sustained with p99 under 1 s and nothing lost: "
+        f"**{result.get('highest_sustained_rate', 0):.0f} events/s**.",
+        "",
+    ]
+    fan = result.get("fanout")
+    if fan:
+        lines.append(
+            f"Fan-out: {fan['events']} events x 20 recipients = {fan['notifications']} "
+            f"notifications in {fan['seconds']} s: **{fan['notifications_per_s']:.0f} "
+            "notifications/s** into the inbox and the gateway history."
+        )
+        lines.append("")
+    lines += ["| service | peak RSS (MiB) |", "| --- | --- |"]
+    for name, rss in result.get("peak_rss_mib", {}).items():
+        lines.append(f"| {name} | {rss:.0f} |" if rss is not None else f"| {name} | - |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+@app.command("bench")
+def bench_command(
+    output: Path = typer.Option(Path("docs/benchmarks.md"), help="Markdown report"),
+    runs: int = typer.Option(3, min=1, help="Repetitions of each fixed-rate run"),
+    users: int = typer.Option(200, min=1, help="Connected WebSocket users"),
+    duration: float = typer.Option(10.0, min=1.0, help="Seconds per fixed-rate run"),
+) -> None:
+    """Benchmark the full stack and write docs/benchmarks.md and docs/benchmarks.json."""
+    console = Console()
+    result = asyncio.run(_bench(console, runs, users, duration))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    output.write_text(render_markdown(result))
+    console.print(render_markdown(result))
