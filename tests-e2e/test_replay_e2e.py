@@ -27,8 +27,6 @@ from clarion_devstack.stack import StackInfo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(900)]
 
-GROUPS = ("aggregator", "ingest-api", "realtime-gateway", "analytics")
-
 
 def dev_key() -> str:
     from clarion_kit.auth import dev_api_key
@@ -110,7 +108,7 @@ async def run_replay(clarion: Clarion, hour_file: Path, on_third: object = None)
             await on_third()  # type: ignore[operator]
         await replay(events[third:], client, batch_size=100)
     await wait_drained(
-        clarion.info.kafka_bootstrap_servers, GROUPS, topic_prefix=clarion.topic_prefix, timeout=600
+        clarion.info.kafka_bootstrap_servers, topic_prefix=clarion.topic_prefix, timeout=600
     )
 
 

@@ -118,7 +118,7 @@ async def test_dashboard_renders_charts_and_saves_screenshot(
 ) -> None:
     base_url, settings = served
     now = datetime.now(UTC)
-    dataset = demo_dataset(now)
+    dataset = demo_dataset(now, hours=12.0, notifications=600)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=False
     )

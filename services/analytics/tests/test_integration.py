@@ -45,6 +45,7 @@ class Running:
     client: httpx.AsyncClient
     producer: AIOKafkaProducer
     registry: CollectorRegistry
+    app: Any
 
     async def publish(self, spec: TopicSpec, key: str, message: ContractModel | bytes) -> None:
         value = message if isinstance(message, bytes) else message.to_bytes()
@@ -100,7 +101,7 @@ async def analytics(
         transport = httpx.ASGITransport(app=app)
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as c:
-                yield Running(settings, c, producer, registry)
+                yield Running(settings, c, producer, registry, app)
         finally:
             await producer.stop()
 
@@ -288,6 +289,22 @@ async def test_counts_are_exact_with_duplicates_and_out_of_order_records(
         )
         == 8.0
     )
+    lags = [
+        sample.value
+        for family in a.registry.collect()
+        if family.name == "clarion_analytics_consumer_lag"
+        for sample in family.samples
+    ]
+    assert lags
+    assert all(lag == 0 for lag in lags)  # everything published was consumed
+
+    # Retention drops dedup keys and facts, never the aggregates.
+    pruned = await a.app.state.repo.prune(
+        dedup_before=now + timedelta(days=1), facts_before=now + timedelta(days=1)
+    )
+    assert pruned >= 4 + 6 + 9 + 3  # states, versions, status keys, inbox keys
+    assert (await a.get("/v1/analytics/summary", **params))["totals"] == totals
+
     dlq = await _read_one(a, a.settings.dlq(NOTIFICATIONS))
     assert dlq.value == b'{"not": "a notification"'
     headers = {k: v.decode() for k, v in dlq.headers}
@@ -396,3 +413,72 @@ async def test_api_rejects_bad_ranges_and_serves_probes(analytics: Running) -> N
     assert empty["totals"]["created"] == 0
     assert len(empty["days"]) in (1, 2)  # the last 24 hours touch one or two UTC days
     assert json.dumps(empty)  # plain JSON all the way down
+
+
+async def test_replaying_every_topic_from_the_start_changes_nothing(
+    devstack: Any, topic_prefix: str, fresh_database_url: str
+) -> None:
+    """A second consumer group re-reads all records into the same database (as after lost
+    offsets or a restore): the dedup keys absorb the whole replay."""
+
+    def settings_for(group: str) -> AnalyticsSettings:
+        return AnalyticsSettings(
+            kafka_bootstrap_servers=devstack.kafka_bootstrap_servers,
+            database_url=fresh_database_url,
+            topic_prefix=topic_prefix,
+            consumer_group=f"{group}-{topic_prefix}",
+            kafka_partitions_override=2,
+            batch_timeout_ms=20,
+            log_json=False,
+            log_level="WARNING",
+        )
+
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    first = settings_for("first")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=devstack.kafka_bootstrap_servers, acks="all", enable_idempotence=False
+    )
+    token = {"Authorization": f"Bearer {issue_token(first, 'ops', scopes=('admin',))}"}
+    params = _range_params(now)
+
+    async def run(settings: AnalyticsSettings, publish: bool) -> dict[str, Any]:
+        registry = CollectorRegistry()
+        app = create_app(settings, registry=registry)
+        async with app.router.lifespan_context(app):
+            if publish:
+                await producer.start()
+                try:
+                    for i in range(20):
+                        n = make_notification(f"r{i}", created_at=now)
+                        await producer.send(settings.topic(NOTIFICATIONS), n.to_bytes())
+                        s = make_status(f"r{i}", Channel.IN_APP, DeliveryState.DELIVERED, at=now)
+                        await producer.send(settings.topic(DELIVERY_STATUS), s.to_bytes())
+                    await producer.flush()
+                finally:
+                    await producer.stop()
+
+            def applied_or_duplicate() -> float:
+                return sum(
+                    registry.get_sample_value(
+                        "clarion_analytics_messages_total", {"topic": t.name, "outcome": o}
+                    )
+                    or 0.0
+                    for t in (NOTIFICATIONS, DELIVERY_STATUS)
+                    for o in ("applied", "duplicate")
+                )
+
+            async def all_consumed() -> bool:
+                return applied_or_duplicate() == 40.0
+
+            await eventually(all_consumed)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://a") as client:
+                response = await client.get("/v1/analytics/summary", params=params, headers=token)
+                assert response.status_code == 200
+                return dict(response.json()["totals"])
+
+    before = await run(first, publish=True)
+    assert before["created"] == 20
+    assert before["delivered"]["in_app"] == 20
+    after = await run(settings_for("second"), publish=False)
+    assert after == before

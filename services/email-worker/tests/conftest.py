@@ -164,8 +164,7 @@ async def harness(
         backoff_max_seconds=1.0,
         max_attempts=3,
         http_port=0,
-        consumer_session_timeout_ms=2000,
-        consumer_heartbeat_interval_ms=200,
+        kafka_session_timeout_ms=2000,
     )
     clock = MovableClock()
     app = create_app(settings, clock=clock)

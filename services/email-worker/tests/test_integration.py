@@ -53,6 +53,10 @@ def email_request(
     )
 
 
+async def _is_none(value: Any) -> bool:
+    return await value is None
+
+
 async def send(harness: Any, request: EmailRequest) -> None:
     await harness.publish(EMAIL_REQUESTS, request.recipient_id, request.to_bytes())
 
@@ -151,7 +155,8 @@ async def test_not_before_in_the_future_defers_until_the_clock_reaches_it(
         lambda: [s for s in harness.statuses() if s.status is DeliveryState.DELIVERED]
     )
     assert delivered[0].request_id == "quiet-1"
-    assert await harness.worker.dispatcher.schedule.due_time("quiet-1") is None
+    schedule = harness.worker.dispatcher.schedule
+    await wait_until(lambda: _is_none(schedule.due_time("quiet-1")))
 
 
 async def test_permanent_550_is_a_failed_status_and_is_not_retried(
@@ -206,3 +211,42 @@ async def test_email_switched_off_for_the_category_is_skipped(
     assert skipped.status is DeliveryState.SKIPPED
     assert skipped.reason == "preference_off"
     assert list(harness.sink.messages) == []
+
+
+async def test_transient_failures_run_out_into_the_dlq(
+    harness: Any, smtp_sink: Any, wait_until: Any
+) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    smtp_sink.sink.failures = 3  # as many as max_attempts
+    await harness.profile("gus", "Gus", "gus@example.com")
+    request = email_request("down-1", "gus", [item(1)])
+    await send(harness, request)
+
+    statuses = await wait_until(lambda: h if len(h := harness.statuses()) == 3 else None)
+    assert [(s.status, s.attempt) for s in statuses] == [
+        (DeliveryState.RETRYING, 1),
+        (DeliveryState.RETRYING, 2),
+        (DeliveryState.FAILED, 3),
+    ]
+    assert statuses[-1].reason == "retries_exhausted"
+    assert list(harness.sink.messages) == []
+
+    consumer = AIOKafkaConsumer(
+        harness.settings.dlq(EMAIL_REQUESTS),
+        bootstrap_servers=harness.settings.kafka_bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
+    )
+    await consumer.start()
+    try:
+        record = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert EmailRequest.from_bytes(record.value) == request
+    headers = {k: v.decode() for k, v in record.headers}
+    assert headers["x-clarion-error-type"] == "smtp_451"
+    assert headers["x-clarion-attempts"] == "3"
+    # A DLQ'd request is not marked as sent: replaying it from the DLQ sends it.
+    assert await harness.worker.dispatcher.send_log.state("down-1") == ""

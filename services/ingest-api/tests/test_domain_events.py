@@ -10,7 +10,7 @@ import pytest
 
 from clarion_ingest.domain.events import (
     EventValidationError,
-    event_key,
+    event_records,
     parse_batch,
     parse_event,
 )
@@ -111,10 +111,13 @@ def test_batch_refuses_duplicate_event_ids() -> None:
     assert info.value.errors[0]["loc"] == ["events", 1, "event_id"]
 
 
-def test_event_key_single_recipient_else_event_id() -> None:
+def test_event_records_one_per_recipient_keyed_by_recipient() -> None:
     single = parse_event(event(recipients=["bob"]), NOW)
-    assert event_key(single) == b"bob"
+    assert event_records(single) == [(b"bob", single)]
     many = parse_event(event(recipients=["bob", "carol"]), NOW)
-    assert event_key(many) == str(many.event_id).encode()
+    records = event_records(many)
+    assert [key for key, _ in records] == [b"bob", b"carol"]
+    assert [one.recipients for _, one in records] == [["bob"], ["carol"]]
+    assert {one.event_id for _, one in records} == {many.event_id}
     broadcast = parse_event(event(recipients=None, audience={"all": True}), NOW)
-    assert event_key(broadcast) == str(broadcast.event_id).encode()
+    assert event_records(broadcast) == [(str(broadcast.event_id).encode(), broadcast)]

@@ -59,13 +59,23 @@ async def test_batch_is_published_whole_with_keys(ingest: Any) -> None:
     )
     assert response.status_code == 202, response.text
     assert response.json()["accepted"] == [e["event_id"] for e in events]
-    records = await ingest.read_topic(DOMAIN_EVENTS, 3)
-    by_id = {str(DomainEvent.from_bytes(r.value).event_id): r.key for r in records}
-    assert by_id == {
-        events[0]["event_id"]: b"bob",
-        events[1]["event_id"]: events[1]["event_id"].encode(),
-        events[2]["event_id"]: events[2]["event_id"].encode(),
-    }
+    records = await ingest.read_topic(DOMAIN_EVENTS, 4)
+    keys = sorted(
+        (
+            str(DomainEvent.from_bytes(r.value).event_id),
+            DomainEvent.from_bytes(r.value).recipients,
+            r.key,
+        )
+        for r in records
+    )
+    assert keys == sorted(
+        [
+            (events[0]["event_id"], ["bob"], b"bob"),
+            (events[1]["event_id"], ["carol"], b"carol"),
+            (events[1]["event_id"], ["dave"], b"dave"),
+            (events[2]["event_id"], None, events[2]["event_id"].encode()),
+        ]
+    )
 
 
 async def test_bad_inputs_answer_problems_and_write_nothing(ingest: Any) -> None:

@@ -391,3 +391,50 @@ async def test_rate_limits_answer_429_with_retry_after(start_ingest: Any) -> Non
         second = await svc.http.put("/v1/users/u2", json={"name": "U"}, headers=key)
         assert second.status_code == 429
         assert int(second.headers["retry-after"]) >= 1
+
+
+async def test_bad_user_requests_change_nothing(inbox_service: Any) -> None:
+    svc = inbox_service
+    await publish(svc, notification("b1", "bob"), notification("b2", "bob", minutes=1))
+    await wait_for(svc, "bob", "b2")
+    bob = svc.user_headers("bob")
+    json_headers = {**bob, "content-type": "application/json"}
+    too_big = b'{"ids": ["' + b"x" * svc.settings.max_body_bytes + b'"]}'
+    cases: list[tuple[str, str, dict[str, Any], int]] = [
+        (
+            "POST",
+            "/v1/me/notifications:batch-delete",
+            {"content": b"{", "headers": json_headers},
+            422,
+        ),
+        ("POST", "/v1/me/notifications:batch-delete", {"json": {"ids": "b1"}, "headers": bob}, 422),
+        ("POST", "/v1/me/notifications:batch-delete", {"json": {"ids": []}, "headers": bob}, 422),
+        ("POST", "/v1/me/notifications:batch-delete", {"json": {"ids": [1]}, "headers": bob}, 422),
+        (
+            "POST",
+            "/v1/me/notifications:batch-delete",
+            {"json": {"ids": ["b1"], "all": True}, "headers": bob},
+            422,
+        ),
+        (
+            "POST",
+            "/v1/me/notifications:batch-delete",
+            {"content": too_big, "headers": json_headers},
+            413,
+        ),
+        ("POST", "/v1/me/notifications:batch-delete", {"json": {"ids": ["b1"]}}, 401),
+        ("POST", "/v1/me/notifications/b1/read", {}, 401),
+        ("DELETE", "/v1/me/notifications/b1", {"headers": svc.user_headers("mallory")}, 404),
+        ("PUT", "/v1/me/preferences", {"content": b"[1,", "headers": json_headers}, 422),
+        ("PUT", "/v1/me/preferences", {"json": {"digest_hour": "nine"}, "headers": bob}, 422),
+        ("POST", "/v1/me/push-subscriptions", {"json": {"endpoint": "x"}, "headers": bob}, 422),
+    ]
+    for method, path, kwargs, status in cases:
+        response = await svc.http.request(method, path, **kwargs)
+        assert response.status_code == status, (method, path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    assert (await counts(svc, "bob"))["unread"] == 2
+    assert [i["id"] for i in (await inbox(svc, "bob"))["items"]] == ["b2", "b1"]
+    prefs = await svc.http.get("/v1/me/preferences", headers=bob)
+    assert prefs.json()["updated_at"] is None
+    assert await svc.read_topic(INBOX_EVENTS, 1, timeout=1.0) == []

@@ -89,6 +89,9 @@ class PushService:
         self.received: list[Received] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.delay = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     def endpoint(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/push/{name}"
@@ -123,6 +126,16 @@ class PushService:
         return claims, parts["k"]
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = await request.read()
         headers = dict(request.headers)
@@ -289,8 +302,7 @@ async def harness(
         backoff_max_seconds=1.0,
         max_attempts=3,
         http_port=0,
-        consumer_session_timeout_ms=2000,
-        consumer_heartbeat_interval_ms=200,
+        kafka_session_timeout_ms=2000,
     )
     app = create_app(settings)
     await app.start()

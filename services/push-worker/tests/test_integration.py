@@ -237,7 +237,12 @@ async def test_not_before_defers_without_blocking_the_partition(
         lambda: [s for s in harness.statuses() if s.status is DeliveryState.DEFERRED]
     )
     assert deferred[0].notification_id == "notif-8"
+    await harness.worker.dispatcher.drain(timeout=10)
+    # Only the deferred request is left in the schedule, due at its not_before.
     assert await harness.worker.dispatcher.schedule.pending() == 1
+    redis = harness.worker.redis
+    due = await redis.zscore(f"{harness.settings.redis_prefix}push:schedule", "notif-8:1:push|*")
+    assert due == pytest.approx(later.not_before.timestamp())
 
 
 async def test_health_and_metrics_are_served(harness: Any) -> None:

@@ -26,9 +26,9 @@ from clarion_contracts.registry import (
     TopicSpec,
 )
 from clarion_contracts.v1 import InboxAction, InboxEvent, Notification
-from clarion_kit.auth import issue_token
 from clarion_gateway.app import Gateway, create_app
 from clarion_gateway.settings import GatewaySettings
+from clarion_kit.auth import issue_token
 
 GATEWAY_TOPICS: tuple[TopicSpec, ...] = (NOTIFICATIONS, INBOX_EVENTS, DELIVERY_STATUS, PRESENCE)
 
@@ -79,9 +79,7 @@ def make_notification(
     )
 
 
-def make_inbox_event(
-    user: str, action: InboxAction, ids: list[str], unread: int
-) -> InboxEvent:
+def make_inbox_event(user: str, action: InboxAction, ids: list[str], unread: int) -> InboxEvent:
     """A valid inbox event for ``user``."""
     return InboxEvent(
         event_id=uuid.uuid4(),
@@ -99,12 +97,10 @@ async def create_topics(bootstrap: str, names: list[str]) -> None:
     await admin.start()
     try:
         for name in names:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(name=name, num_partitions=2, replication_factor=1)]
                 )
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 

@@ -21,6 +21,17 @@ def seqs(frames: list[dict[str, Any]]) -> list[int]:
     return [int(f["offset"].split(":")[1]) for f in frames]
 
 
+async def drain_until_closed(ws: Any, timeout: float = 20.0) -> None:
+    """Read and discard frames until the server closes the connection."""
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(_read_forever(ws), timeout)
+
+
+async def _read_forever(ws: Any) -> None:
+    while True:
+        await ws.recv()
+
+
 async def wait_assigned(harness: Any, *gateways: Any) -> None:
     """Until every instance owns at least one partition of the consumer group."""
     await harness.wait_for(
@@ -137,25 +148,28 @@ async def test_redelivered_records_are_shown_once(harness: Any) -> None:
 
 
 async def test_slow_consumer_is_cut_off_without_holding_back_others(harness: Any) -> None:
-    gw = await harness.gateway(send_queue_size=8, write_limit=16 * 1024, close_timeout=20.0)
+    gw = await harness.gateway(
+        send_queue_size=8, write_limit=16 * 1024, socket_send_buffer=16 * 1024, close_timeout=30.0
+    )
     fast = await harness.client(gw, "erin")
     sock = socket.create_connection(("127.0.0.1", gw.ws_port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow_ws = await connect(f"ws://127.0.0.1:{gw.ws_port}/v1/ws", sock=sock, max_queue=1)
     await slow_ws.send(json.dumps({"type": "connect", "token": harness.token("erin")}))
     big = "x" * 60_000
-    total = 120
+    total = 40
     for i in range(total):
         await harness.notify(harness.notification("erin", f"e{i}", body=big))
+    # The slow session overflows its queue long before the fast one has everything.
+    await harness.wait_for(
+        lambda: gw.metrics.slow_consumer_closes._value.get() == 1,
+        timeout=60,
+        what="slow consumer closed",
+    )
+    await drain_until_closed(slow_ws)
+    assert slow_ws.close_code == CloseCode.SLOW_CONSUMER
     frames = await fast.recv_until(total, timeout=60)
     assert [f["notification"]["notification_id"] for f in frames] == [f"e{i}" for i in range(total)]
-    await harness.wait_for(
-        lambda: gw.metrics.slow_consumer_closes._value.get() == 1, what="slow consumer closed"
-    )
-    with pytest.raises(ConnectionClosed):
-        while True:
-            await asyncio.wait_for(slow_ws.recv(), 20)
-    assert slow_ws.close_code == CloseCode.SLOW_CONSUMER
     assert gw.connection_count == 1
 
 
@@ -182,9 +196,7 @@ async def test_live_epoch_change_closes_with_resync(harness: Any) -> None:
     await client.recv_until(1)
     await gw.history.reset("gina")
     await harness.notify(harness.notification("gina", "g2"))
-    with pytest.raises(ConnectionClosed):
-        while True:
-            await client.recv(timeout=20)
+    await drain_until_closed(client.ws)
     assert client.ws.close_code == CloseCode.RESYNC
 
 

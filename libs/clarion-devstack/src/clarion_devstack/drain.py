@@ -1,18 +1,18 @@
 """Consumer lag of Clarion's consumer groups, to know when the pipeline has drained.
 
-The registry names which services consume which topic (``TopicSpec.consumers``),
-and each service's consumer group id is its name, so the lag of group ``g`` is
-the sum over the partitions of every topic ``g`` consumes of
-``end offset - committed offset`` (a partition with no committed offset counts
-its whole length). This follows the Kafka protocol's ListOffsets and
-OffsetFetch requests, as ``kafka-consumer-groups --describe`` does.
+Every consumer group on the broker is listed (Kafka protocol ListGroups), and
+its committed offsets are fetched (OffsetFetch) for every partition of every
+registry topic under the run's topic prefix. A group consumes a topic when it
+has committed an offset on one of its partitions; its lag is the sum over those
+topics' partitions of ``end offset - committed offset`` (a partition it has not
+committed yet counts its whole length), as ``kafka-consumer-groups --describe``
+reports it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -20,15 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from clarion_contracts.registry import TOPICS
 
 
-def consumed_topics(group: str, topic_prefix: str = "") -> list[str]:
-    """The topics a service's consumer group reads, per the registry."""
-    return [topic_prefix + spec.name for spec in TOPICS if group in spec.consumers]
-
-
-async def group_lag(
-    bootstrap_servers: str, groups: Iterable[str], topic_prefix: str = ""
-) -> dict[str, int]:
-    """Return ``{group: total lag in records}`` for each group.
+async def pipeline_lag(bootstrap_servers: str, topic_prefix: str = "") -> dict[str, int]:
+    """Return ``{group: lag in records}`` for every group consuming a registry topic.
 
     Raises:
         aiokafka.errors.KafkaError: the broker cannot be reached.
@@ -38,23 +31,24 @@ async def group_lag(
     await admin.start()
     await probe.start()
     try:
+        partitions: list[TopicPartition] = []
+        for spec in TOPICS:
+            topic = topic_prefix + spec.name
+            for number in probe.partitions_for_topic(topic) or ():
+                partitions.append(TopicPartition(topic, number))
+        if not partitions:
+            return {}
+        ends = await probe.end_offsets(partitions)
         result: dict[str, int] = {}
-        for group in groups:
-            partitions: list[TopicPartition] = []
-            for topic in consumed_topics(group, topic_prefix):
-                for number in probe.partitions_for_topic(topic) or ():
-                    partitions.append(TopicPartition(topic, number))
-            if not partitions:
-                result[group] = 0
-                continue
-            ends = await probe.end_offsets(partitions)
+        for group, _kind in await admin.list_consumer_groups():
             committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-            lag = 0
-            for tp in partitions:
-                meta = committed.get(tp)
-                done = meta.offset if meta is not None and meta.offset >= 0 else 0
-                lag += max(0, ends[tp] - done)
-            result[group] = lag
+            done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+            consumed = {tp.topic for tp in done}
+            if not consumed:
+                continue
+            result[group] = sum(
+                max(0, ends[tp] - done.get(tp, 0)) for tp in partitions if tp.topic in consumed
+            )
         return result
     finally:
         await probe.stop()
@@ -63,13 +57,12 @@ async def group_lag(
 
 async def wait_drained(
     bootstrap_servers: str,
-    groups: Iterable[str],
     *,
     topic_prefix: str = "",
     timeout: float = 300.0,
     settle: float = 1.0,
 ) -> dict[str, int]:
-    """Wait until every group's lag is zero twice in a row ``settle`` seconds apart.
+    """Wait until every group's lag stays zero for ``settle`` seconds.
 
     Returns:
         The last lag reading (all zeros).
@@ -77,12 +70,11 @@ async def wait_drained(
     Raises:
         TimeoutError: still lagging after ``timeout`` seconds (the message holds the lags).
     """
-    names = list(groups)
     deadline = time.monotonic() + timeout
     zero_since: float | None = None
     lags: dict[str, int] = {}
     while time.monotonic() < deadline:
-        lags = await group_lag(bootstrap_servers, names, topic_prefix)
+        lags = await pipeline_lag(bootstrap_servers, topic_prefix)
         if all(v == 0 for v in lags.values()):
             zero_since = zero_since or time.monotonic()
             if time.monotonic() - zero_since >= settle:

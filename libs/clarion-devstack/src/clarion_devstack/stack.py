@@ -872,16 +872,18 @@ class Stack:
             path.mkdir(parents=True)
             return path
 
-        # Kafka
+        # Kafka: the embedded broker must also create a topic (proof its storage works);
+        # a configured one only has to serve metadata, its topics are not ours to touch.
         servers[KAFKA] = _Server(
             KAFKA,
             None,
             lambda port: f"{host}:{port}",
-            lambda url: probe_kafka(url, create_topic=True, timeout=timeout),
+            lambda url: probe_kafka(url, create_topic=False, timeout=timeout),
         )
         if not environ.get(ENV_KAFKA):
             kafka_dir = fresh_dir(KAFKA)
             servers[KAFKA].spawn = lambda port: _spawn_kafka(host, port, kafka_dir)
+            servers[KAFKA].probe = lambda url: probe_kafka(url, create_topic=True, timeout=timeout)
 
         # Redis
         servers[REDIS] = _Server(

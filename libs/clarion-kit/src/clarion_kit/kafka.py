@@ -118,6 +118,9 @@ def create_broker(
         # A plain stdlib logger: records propagate to the root handler that
         # clarion_kit.logging.configure_logging installs (JSON with trace ids).
         "logger": logging.getLogger(KAFKA_LOGGER),
+        # One "Received"/"Processed" line per record is noise at any real volume:
+        # keep it for CLARION_LOG_LEVEL=DEBUG; metrics and traces cover the rest.
+        "log_level": logging.DEBUG,
     }
     options.update(overrides)
     broker = KafkaBroker(**options)

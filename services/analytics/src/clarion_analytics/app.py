@@ -17,10 +17,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from sqlalchemy import delete
 
 from clarion_analytics.adapters.kafka import CONSUMED, build_broker
-from clarion_analytics.adapters.postgres import PROCESSED, AnalyticsRepository
+from clarion_analytics.adapters.postgres import AnalyticsRepository
 from clarion_analytics.api import dashboard, dev, routes
 from clarion_analytics.handlers.consume import BatchHandler
 from clarion_analytics.handlers.metrics import AnalyticsMetrics
@@ -42,19 +41,22 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 log = get_logger(__name__)
 
 
-async def _prune_dedup_keys(repo: AnalyticsRepository, retention_days: int) -> None:
-    """Delete dedup keys older than the retention, hourly (topics keep 7 days at most)."""
+async def _prune(repo: AnalyticsRepository, settings: AnalyticsSettings) -> None:
+    """Hourly: drop dedup keys and per-notification facts past their retention.
+
+    Dedup keys must outlive topic retention (7 days) so a redelivery is still
+    recognised; facts bound how late a read or click may arrive and still count.
+    """
     while True:
         try:
-            cutoff = utc_now() - timedelta(days=retention_days)
-            async with repo.engine.begin() as conn:
-                result = await conn.execute(
-                    delete(PROCESSED).where(PROCESSED.c.processed_at < cutoff)
-                )
-            if result.rowcount:
-                log.info("dedup keys pruned", count=result.rowcount)
+            pruned = await repo.prune(
+                dedup_before=utc_now() - timedelta(days=settings.processed_retention_days),
+                facts_before=utc_now() - timedelta(days=settings.facts_retention_days),
+            )
+            if pruned:
+                log.info("analytics state pruned", rows=pruned)
         except Exception as exc:
-            log.warning("pruning dedup keys failed", error_type=type(exc).__name__)
+            log.warning("pruning analytics state failed", error_type=type(exc).__name__)
         await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
 
 
@@ -88,7 +90,7 @@ def create_app(
         engine = db.create_engine(cfg)
         repo = AnalyticsRepository(engine)
         checks.add("postgres", lambda: db.ping(engine))
-        prune = asyncio.create_task(_prune_dedup_keys(repo, cfg.processed_retention_days))
+        prune = asyncio.create_task(_prune(repo, cfg))
         try:
             if broker is not None:
                 if cfg.create_topics:

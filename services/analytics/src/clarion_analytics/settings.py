@@ -6,6 +6,8 @@ shared ``CLARION_*`` variables (see :mod:`clarion_kit.settings`).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -34,7 +36,7 @@ class AnalyticsSettings(ServiceSettings):
     fetch_max_wait_ms: int = Field(
         default=10, ge=0, description="Broker-side fetch wait (small for Tansu's latency)"
     )
-    auto_offset_reset: str = Field(
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a new consumer group starts: earliest or latest"
     )
     migrate_on_start: bool = Field(
@@ -45,5 +47,13 @@ class AnalyticsSettings(ServiceSettings):
     )
     processed_retention_days: int = Field(
         default=14, ge=1, description="How long dedup keys are kept (beyond topic retention)"
+    )
+    facts_retention_days: int = Field(
+        default=35,
+        ge=1,
+        description=(
+            "How long per-notification facts are kept: a read or click arriving later than "
+            "this after creation is no longer counted"
+        ),
     )
     admin_scope: str = Field(default="admin", description="JWT scope the analytics API requires")

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import jinja2
 from faststream import FastStream
@@ -40,6 +39,7 @@ from clarion_email.settings import EmailSettings
 from clarion_kit.auth import issue_token
 from clarion_kit.health import HealthChecks, HealthServer, health_app
 from clarion_kit.kafka import create_broker, ensure_topics, subscriber_options
+from clarion_kit.kafka import ping as kafka_ping
 from clarion_kit.logging import configure_logging, get_logger
 from clarion_kit.redis import create_redis
 
@@ -123,6 +123,7 @@ class EmailWorker:
         )
         redis = self.redis
         self.checks.add("redis", lambda: redis.ping(), timeout=1.0)
+        self.checks.add("kafka", lambda: kafka_ping(self.broker), timeout=2.5)
         await ensure_topics(s, specs=(EMAIL_REQUESTS, USER_PROFILES, PREFERENCES, DELIVERY_STATUS))
 
     async def after_startup(self) -> None:
@@ -221,19 +222,15 @@ def create_app(
     # One consumer group per topic: members of one group subscribed to different topics
     # make every join rebalance all of them.
     name = settings.service_name
-    timeouts: dict[str, Any] = {
-        "session_timeout_ms": settings.consumer_session_timeout_ms,
-        "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
-    }
     broker.subscriber(
         settings.topic(USER_PROFILES),
-        **subscriber_options(settings, group_id=f"{name}-profiles", **timeouts),
+        **subscriber_options(settings, group_id=f"{name}-profiles"),
     )(worker.on_profile)
     broker.subscriber(
         settings.topic(PREFERENCES),
-        **subscriber_options(settings, group_id=f"{name}-preferences", **timeouts),
+        **subscriber_options(settings, group_id=f"{name}-preferences"),
     )(worker.on_preferences)
-    broker.subscriber(settings.topic(EMAIL_REQUESTS), **subscriber_options(settings, **timeouts))(
+    broker.subscriber(settings.topic(EMAIL_REQUESTS), **subscriber_options(settings))(
         worker.on_request
     )
     app = FastStream(broker)

@@ -226,7 +226,7 @@ class EmailDispatcher:
                 await self.send_log.release(rid)
                 stamp = int(self._clock().timestamp() * 1000)
                 await self._later(request, job, f"{rid}|{job.attempt}|rate{stamp}", wait)
-                _OUTCOMES.labels("rate_limited", domain).inc()
+                _OUTCOMES.labels("rate_limited", "domain_rate").inc()
                 return
             await asyncio.sleep(wait)
 

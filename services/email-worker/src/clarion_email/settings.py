@@ -29,14 +29,6 @@ class EmailSettings(ServiceSettings):
     service_name: str = "email-worker"
     http_port: int = Field(default=8005, ge=0, le=65535)
 
-    consumer_session_timeout_ms: int = Field(
-        default=10_000,
-        ge=1000,
-        description="Kafka consumer session timeout; a new member joins after about half of it "
-        "on the embedded broker",
-    )
-    consumer_heartbeat_interval_ms: int = Field(default=3000, ge=100)
-
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=8025, ge=1, le=65535)
     smtp_security: Literal["none", "starttls", "tls"] = "none"

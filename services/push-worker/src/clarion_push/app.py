@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 from faststream import FastStream
@@ -27,6 +26,7 @@ from clarion_contracts.registry import DELIVERY_STATUS, PUSH_REQUESTS, PUSH_SUBS
 from clarion_contracts.v1 import PushRequest, PushSubscription
 from clarion_kit.health import HealthChecks, HealthServer, health_app
 from clarion_kit.kafka import create_broker, ensure_topics, subscriber_options
+from clarion_kit.kafka import ping as kafka_ping
 from clarion_kit.logging import configure_logging, get_logger
 from clarion_kit.redis import create_redis
 from clarion_push.adapters.kafka import KafkaEventSink
@@ -107,6 +107,7 @@ class PushWorker:
         )
         redis = self.redis
         self.checks.add("redis", lambda: redis.ping(), timeout=1.0)
+        self.checks.add("kafka", lambda: kafka_ping(self.broker), timeout=2.5)
         await ensure_topics(settings, specs=(PUSH_REQUESTS, PUSH_SUBSCRIPTIONS, DELIVERY_STATUS))
 
     async def after_startup(self) -> None:
@@ -196,17 +197,11 @@ def create_app(
     worker = PushWorker(settings, broker, clock=clock, serve_http=serve_http)
     # One consumer group per topic: members of one group subscribed to different topics
     # make every join rebalance both.
-    timeouts: dict[str, Any] = {
-        "session_timeout_ms": settings.consumer_session_timeout_ms,
-        "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
-    }
     broker.subscriber(
         settings.topic(PUSH_SUBSCRIPTIONS),
-        **subscriber_options(
-            settings, group_id=f"{settings.service_name}-subscriptions", **timeouts
-        ),
+        **subscriber_options(settings, group_id=f"{settings.service_name}-subscriptions"),
     )(worker.on_subscription)
-    broker.subscriber(settings.topic(PUSH_REQUESTS), **subscriber_options(settings, **timeouts))(
+    broker.subscriber(settings.topic(PUSH_REQUESTS), **subscriber_options(settings))(
         worker.on_request
     )
     app = FastStream(broker)

@@ -37,14 +37,6 @@ class PushSettings(ServiceSettings):
         description="RFC 8292 `sub` claim: a mailto: or https: contact of the operator",
     )
 
-    consumer_session_timeout_ms: int = Field(
-        default=10_000,
-        ge=1000,
-        description="Kafka consumer session timeout; a new member joins after about half of it "
-        "on the embedded broker",
-    )
-    consumer_heartbeat_interval_ms: int = Field(default=3000, ge=100)
-
     max_in_flight_per_host: int = Field(
         default=32, ge=1, description="Concurrent POSTs to one push service host"
     )

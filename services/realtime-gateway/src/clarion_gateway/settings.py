@@ -43,6 +43,10 @@ class GatewaySettings(ServiceSettings):
         default=256, ge=1, description="Frames queued per session before it is a slow consumer"
     )
     write_limit: int = Field(default=64 * 1024, description="Transport buffer high-water mark")
+    socket_send_buffer: int | None = Field(
+        default=None,
+        description="SO_SNDBUF of session sockets in bytes (None: the kernel's autotuning)",
+    )
 
     history_size: int = Field(default=200, ge=1, description="Entries kept per user (MAXLEN)")
     history_ttl: int = Field(

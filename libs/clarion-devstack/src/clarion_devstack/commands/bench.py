@@ -168,7 +168,6 @@ async def _fanout(
         await client.send_batch(events[offset : offset + 100])
     await wait_drained(
         bootstrap,
-        ("aggregator", "ingest-api", "realtime-gateway"),
         topic_prefix=config.topic_prefix,
         timeout=600,
         settle=0.5,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import time
 from collections import Counter
@@ -27,12 +28,25 @@ from clarion_devstack.supervisor import Supervisor
 
 app = typer.Typer()
 
-GROUPS = ("aggregator", "ingest-api", "realtime-gateway", "analytics")
-"""Consumer groups whose lag must reach zero before a replay counts as delivered."""
+
+QUIET_LEVELS = frozenset({"debug", "info"})
 
 
-def _echo(console: Console) -> Callable[[str, str, str], None]:
+def _echo(console: Console, verbose: bool) -> Callable[[str, str, str], None]:
+    """Print a service's output line with its prefix.
+
+    JSON log lines below WARNING stay in the service's log file unless ``verbose``,
+    so the replay's progress stays readable.
+    """
+
     def echo(name: str, colour: str, line: str) -> None:
+        if not verbose and line.startswith("{"):
+            try:
+                level = str(json.loads(line).get("level", "")).lower()
+            except ValueError:
+                level = ""
+            if level in QUIET_LEVELS:
+                return
         console.print(f"[{colour}]{name:>16} |[/] {escape(line)}", soft_wrap=True, highlight=False)
 
     return echo
@@ -90,7 +104,7 @@ async def _replay(
         f"accepted {client.stats.accepted} events in {elapsed:.1f}s "
         f"({client.stats.accepted / max(elapsed, 1e-9):.0f} events/s); waiting for delivery ..."
     )
-    await wait_drained(info.kafka_bootstrap_servers, GROUPS, timeout=600)
+    await wait_drained(info.kafka_bootstrap_servers, timeout=600)
     await asyncio.sleep(0.5)
     await observer.stop()
     p50, p99 = observer.percentiles_ms()
@@ -107,7 +121,12 @@ async def _replay(
 
 
 async def _main(
-    console: Console, replay_spec: str, speed: float, exit_after_replay: bool, data_dir: Path
+    console: Console,
+    replay_spec: str,
+    speed: float,
+    exit_after_replay: bool,
+    data_dir: Path,
+    verbose: bool,
 ) -> int:
     stack = Stack(StackConfig.default())
     console.print("starting the embedded stack (Kafka protocol, Redis, PostgreSQL) ...")
@@ -115,7 +134,7 @@ async def _main(
     console.print(f"stack ready in {stack.startup_seconds or 0:.1f}s: {info.to_dict()}")
     ports = Ports()
     config = LaunchConfig(info=info, ports=ports, state_dir=data_dir)
-    supervisor = Supervisor(data_dir / "logs", _echo(console))
+    supervisor = Supervisor(data_dir / "logs", _echo(console, verbose))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -162,11 +181,12 @@ def run_command(
     replay_spec: str = typer.Option("default", "--replay", help="default, none, or a file"),
     speed: float = typer.Option(0.0, help="N x real time; 0 replays as fast as accepted"),
     exit_after_replay: bool = typer.Option(False, help="Stop once the replay is delivered"),
+    verbose: bool = typer.Option(False, help="Echo every service log line, not only warnings"),
 ) -> None:
     """Start the embedded stack and all six services, then replay real GitHub events."""
     console = Console()
     data_dir = find_project_root() / ".clarion" / "run"
     code = 1
     with contextlib.suppress(KeyboardInterrupt):
-        code = asyncio.run(_main(console, replay_spec, speed, exit_after_replay, data_dir))
+        code = asyncio.run(_main(console, replay_spec, speed, exit_after_replay, data_dir, verbose))
     raise typer.Exit(code)

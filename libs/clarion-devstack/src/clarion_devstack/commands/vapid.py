@@ -47,7 +47,7 @@ def new_key_pair() -> dict[str, str]:
 @app.command("generate")
 def generate(
     output: Literal["text", "env", "json"] = typer.Option(
-        "text", "--format", "-f", help="text (readable), env (CLARION_PUSH_* lines) or json"
+        "text", "--format", "-f", help="text (readable), env (environment variable lines) or json"
     ),
 ) -> None:
     """Print a new VAPID key pair: the private key (PEM and base64url raw) and the public key."""
@@ -56,12 +56,13 @@ def generate(
         typer.echo(json.dumps(keys, indent=2))
     elif output == "env":
         typer.echo(f"CLARION_PUSH_VAPID_PRIVATE_KEY={keys['private_key']}")
-        typer.echo(f"CLARION_PUSH_VAPID_PUBLIC_KEY={keys['application_server_key']}")
+        typer.echo(f"CLARION_INGEST_VAPID_PUBLIC_KEY={keys['application_server_key']}")
     else:
         typer.echo(keys["private_key_pem"].rstrip())
         typer.echo(f"private key (base64url raw):      {keys['private_key']}")
         typer.echo(f"applicationServerKey (public key): {keys['application_server_key']}")
         typer.echo(
-            "Set CLARION_PUSH_VAPID_PRIVATE_KEY to either private form; give browsers the "
+            "Set CLARION_PUSH_VAPID_PRIVATE_KEY (push-worker) to either private form and "
+            "CLARION_INGEST_VAPID_PUBLIC_KEY (ingest-api, served to browsers) to the "
             "applicationServerKey."
         )

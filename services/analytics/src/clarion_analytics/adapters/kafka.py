@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
@@ -39,6 +40,21 @@ async def _raw_records(message: StreamMessage[Any]) -> list[Any]:
     """Decoder keeping the raw ``ConsumerRecord`` objects of a batch (no JSON decoding)."""
     raw = message.raw_message
     return list(raw) if isinstance(raw, tuple) else [raw]
+
+
+def _report_lag(handler: BatchHandler, consumer: Any, records: Sequence[RecordLike]) -> None:
+    """Lag per partition of the batch: high watermark minus the next offset to read."""
+    last: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        last[key] = max(last.get(key, -1), record.offset)
+    highwater = getattr(consumer, "highwater", None)
+    if highwater is None:
+        return
+    for (topic, partition), offset in last.items():
+        high = highwater(TopicPartition(topic, partition))
+        if high is not None:
+            handler.metrics.lag(topic, partition, high - (offset + 1))
 
 
 def build_broker(
@@ -78,5 +94,6 @@ def build_broker(
         for topic, spec in by_topic.items():
             if topic in grouped:
                 await handler.handle(spec, grouped[topic])
+        _report_lag(handler, message.consumer, records)
 
     return broker

@@ -77,8 +77,6 @@ SESSIONS = _t(PresenceSession)
 MINUTES = _t(PresenceMinute)
 
 FACT_COLUMNS = tuple(f.name for f in fields(NotificationFacts))
-# Multi-row VALUES lists are split so one statement stays below asyncpg's 32767 parameters.
-_CHUNK = 1000
 
 
 @dataclass
@@ -93,11 +91,6 @@ class Applied:
     duplicates: int = 0
     statuses: list[DeliveryStatus] = field(default_factory=list)
     samples: list[LatencySample] = field(default_factory=list)
-
-
-def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]]:
-    for start in range(0, len(rows), _CHUNK):
-        yield rows[start : start + _CHUNK]
 
 
 class AnalyticsRepository:
@@ -118,12 +111,11 @@ class AnalyticsRepository:
         """Insert dedup keys; return those not seen before (this transaction owns them)."""
         now = self.clock()
         rows = [{"key": k, "topic": topic, "processed_at": now} for k in sorted(set(keys))]
-        fresh: set[str] = set()
-        for chunk in _chunks(rows):
-            stmt = insert(PROCESSED).values(list(chunk)).on_conflict_do_nothing()
-            result = await conn.execute(stmt.returning(PROCESSED.c.key))
-            fresh.update(result.scalars())
-        return fresh
+        if not rows:
+            return set()
+        stmt = insert(PROCESSED).on_conflict_do_nothing().returning(PROCESSED.c.key)
+        result = await conn.execute(stmt, rows)
+        return set(result.scalars())
 
     # ---- notification facts ----------------------------------------------------------------
 
@@ -134,8 +126,9 @@ class AnalyticsRepository:
         ordered = sorted(set(ids))
         if not ordered:
             return {}
-        for chunk in _chunks([{"notification_id": i} for i in ordered]):
-            await conn.execute(insert(STATE).values(list(chunk)).on_conflict_do_nothing())
+        await conn.execute(
+            insert(STATE).on_conflict_do_nothing(), [{"notification_id": i} for i in ordered]
+        )
         result = await conn.execute(
             select(STATE)
             .where(STATE.c.notification_id.in_(ordered))
@@ -173,13 +166,13 @@ class AnalyticsRepository:
             }
             for k, n in counters.items()
         ]
-        for chunk in _chunks(rows):
-            stmt = insert(COUNTS).values(list(chunk))
+        if rows:
+            stmt = insert(COUNTS)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["day", "type", "channel", "metric", "reason"],
                 set_={"count": COUNTS.c.count + stmt.excluded.count},
             )
-            await conn.execute(stmt)
+            await conn.execute(stmt, rows)
 
     async def _add_samples(self, conn: AsyncConnection, samples: list[LatencySample]) -> None:
         rows = [
@@ -193,13 +186,13 @@ class AnalyticsRepository:
             }
             for k, n in bucket_counts(samples)
         ]
-        for chunk in _chunks(rows):
-            stmt = insert(LATENCY).values(list(chunk))
+        if rows:
+            stmt = insert(LATENCY)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["minute", "stage", "channel", "type", "bucket"],
                 set_={"count": LATENCY.c.count + stmt.excluded.count},
             )
-            await conn.execute(stmt)
+            await conn.execute(stmt, rows)
 
     # ---- apply batches ---------------------------------------------------------------------
 
@@ -219,13 +212,12 @@ class AnalyticsRepository:
                 }
                 for key, n in sorted(unique.items())
             ]
-            fresh: set[tuple[str, int]] = set()
-            for chunk in _chunks(rows):
-                stmt = insert(VERSIONS).values(list(chunk)).on_conflict_do_nothing()
-                result = await conn.execute(
-                    stmt.returning(VERSIONS.c.notification_id, VERSIONS.c.version)
-                )
-                fresh.update((r[0], r[1]) for r in result)
+            stmt = (
+                insert(VERSIONS)
+                .on_conflict_do_nothing()
+                .returning(VERSIONS.c.notification_id, VERSIONS.c.version)
+            )
+            fresh = {(r[0], r[1]) for r in await conn.execute(stmt, rows)} if rows else set()
             new = [unique[k] for k in sorted(fresh)]
             out.applied, out.duplicates = len(new), len(batch) - len(new)
             if not new:
@@ -313,8 +305,8 @@ class AnalyticsRepository:
                             "delivered_at": s.occurred_at,
                         }
                     )
-            for chunk in _chunks(pending_rows):
-                await conn.execute(insert(PENDING).values(list(chunk)).on_conflict_do_nothing())
+            if pending_rows:
+                await conn.execute(insert(PENDING).on_conflict_do_nothing(), pending_rows)
             out.statuses = new
             await self._save_facts(conn, facts.values())
             await self._add_counters(conn, counters)
@@ -397,8 +389,8 @@ class AnalyticsRepository:
                 }
                 for (u, i), s in sorted(changed.items())
             ]
-            for chunk in _chunks(rows):
-                stmt = insert(SESSIONS).values(list(chunk))
+            if rows:
+                stmt = insert(SESSIONS)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["user_id", "instance_id"],
                     set_={
@@ -407,7 +399,7 @@ class AnalyticsRepository:
                         "updated_at": stmt.excluded.updated_at,
                     },
                 )
-                await conn.execute(stmt)
+                await conn.execute(stmt, rows)
             minute_rows = [
                 {
                     "minute": m,
@@ -417,8 +409,8 @@ class AnalyticsRepository:
                 }
                 for m, d in sorted(tracker.minutes.items())
             ]
-            for chunk in _chunks(minute_rows):
-                stmt = insert(MINUTES).values(list(chunk))
+            if minute_rows:
+                stmt = insert(MINUTES)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["minute"],
                     set_={
@@ -427,8 +419,28 @@ class AnalyticsRepository:
                         "went_offline": MINUTES.c.went_offline + stmt.excluded.went_offline,
                     },
                 )
-                await conn.execute(stmt)
+                await conn.execute(stmt, minute_rows)
         return out
+
+    # ---- retention -------------------------------------------------------------------------
+
+    async def prune(self, *, dedup_before: datetime, facts_before: datetime) -> int:
+        """Delete dedup keys older than ``dedup_before`` and per-notification facts (state,
+        versions, pending deliveries) older than ``facts_before``; returns rows deleted.
+
+        Aggregates (counters, histograms, presence minutes) are kept.
+        """
+        async with self.engine.begin() as conn:
+            deleted = 0
+            for stmt in (
+                PROCESSED.delete().where(PROCESSED.c.processed_at < dedup_before),
+                VERSIONS.delete().where(VERSIONS.c.emitted_at < facts_before),
+                STATE.delete().where(STATE.c.created_at < facts_before),
+                PENDING.delete().where(PENDING.c.delivered_at < facts_before),
+            ):
+                result = await conn.execute(stmt)
+                deleted += int(getattr(result, "rowcount", 0) or 0)
+        return deleted
 
     # ---- queries ---------------------------------------------------------------------------
 

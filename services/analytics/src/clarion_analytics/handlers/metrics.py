@@ -14,11 +14,13 @@ which the alert rules in ``deploy/prometheus/alerts.yml`` use:
   delivered.
 - ``clarion_analytics_notification_latency_seconds{stage}``: event -> notification
   (``event_to_notification``, ``ingest_to_notification``).
+- ``clarion_analytics_consumer_lag{topic,partition}``: records behind the partition's
+  high watermark after the last batch (the consumer's own view of its lag).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
 from clarion_analytics.adapters.postgres import Applied
 from clarion_analytics.domain.samples import NOTIFICATION_TO_DELIVERY
@@ -28,6 +30,20 @@ SERVICE = "analytics"
 LATENCY_BUCKETS_SECONDS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0
 )  # fmt: skip
+
+
+_gauges: dict[tuple[int, str], Gauge] = {}
+
+
+def _gauge(
+    name: str, documentation: str, labels: tuple[str, ...], registry: CollectorRegistry | None
+) -> Gauge:
+    """The gauge ``name`` in ``registry``, created once per registry."""
+    reg = registry if registry is not None else REGISTRY
+    key = (id(reg), name)
+    if key not in _gauges:
+        _gauges[key] = Gauge(name, documentation, labels, registry=reg)
+    return _gauges[key]
 
 
 class AnalyticsMetrics:
@@ -73,6 +89,17 @@ class AnalyticsMetrics:
             registry,
             LATENCY_BUCKETS_SECONDS,
         )
+
+        self.consumer_lag = _gauge(
+            metric_name(SERVICE, "consumer_lag"),
+            "Records between the committed batch and the partition's high watermark",
+            ("topic", "partition"),
+            registry,
+        )
+
+    def lag(self, topic: str, partition: int, records: int) -> None:
+        """Set the consumer lag of one partition (records, never negative)."""
+        self.consumer_lag.labels(topic, str(partition)).set(max(records, 0))
 
     def poison(self, topic: str, error_type: str) -> None:
         """Count one record sent to the DLQ."""

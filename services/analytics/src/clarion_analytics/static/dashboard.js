@@ -128,7 +128,8 @@ function lineChart(container, name, series, opts = {}) {
   const ticks = Math.min(6, times.length);
   for (let i = 0; i < ticks; i++) {
     const t = times[Math.round((i * (times.length - 1)) / Math.max(ticks - 1, 1))];
-    axis.append(svgEl("text", { x: x(t), y: height - 8, "text-anchor": "middle" }, fmtTime(t, opts.step || 60)));
+    const anchor = i === 0 && ticks > 1 ? "start" : i === ticks - 1 && ticks > 1 ? "end" : "middle";
+    axis.append(svgEl("text", { x: x(t), y: height - 8, "text-anchor": anchor }, fmtTime(t, opts.step || 60)));
   }
   svg.append(axis);
   for (const s of series) {

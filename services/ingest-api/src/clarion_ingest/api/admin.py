@@ -10,7 +10,7 @@ from clarion_contracts.registry import DOMAIN_EVENTS
 from clarion_ingest.adapters.kafka import Record
 from clarion_ingest.api.common import errors, publish, utcnow
 from clarion_ingest.deps import AdminDep, RuntimeDep
-from clarion_ingest.domain.events import event_key
+from clarion_ingest.domain.events import event_records
 from clarion_ingest.domain.models import AcceptedOut, AnnouncementIn, build_announcement
 
 router = APIRouter(tags=["admin"])
@@ -30,5 +30,5 @@ async def announce(body: AnnouncementIn, claims: AdminDep, runtime: RuntimeDep) 
     """
     event = build_announcement(body, claims.subject, uuid4(), utcnow())
     topic = runtime.settings.topic(DOMAIN_EVENTS)
-    await publish(runtime, [Record(topic, event_key(event), event.to_bytes())])
+    await publish(runtime, [Record(topic, k, e.to_bytes()) for k, e in event_records(event)])
     return AcceptedOut(accepted=[str(event.event_id)])

@@ -13,7 +13,12 @@ from clarion_ingest.adapters import postgres
 from clarion_ingest.adapters.kafka import Record
 from clarion_ingest.api.common import errors, publish, read_json, utcnow
 from clarion_ingest.deps import ProducerDep, RuntimeDep
-from clarion_ingest.domain.events import EventValidationError, event_key, parse_batch, parse_event
+from clarion_ingest.domain.events import (
+    EventValidationError,
+    event_records,
+    parse_batch,
+    parse_event,
+)
 from clarion_ingest.domain.models import AcceptedOut, ProfileIn
 from clarion_kit.problems import ProblemError
 
@@ -54,7 +59,7 @@ async def post_event(request: Request, runtime: RuntimeDep, _: ProducerDep) -> A
     """Validate one DomainEvent and answer 202 once the broker acknowledged it.
 
     Unknown top-level fields are refused (422). ``ingested_at`` is set here. The
-    record key is the single recipient, else the ``event_id``. 503 with
+    records are split per recipient (see ``event_records``). 503 with
     Retry-After when the broker does not acknowledge within the send timeout.
     """
     raw = await read_json(request)
@@ -63,7 +68,7 @@ async def post_event(request: Request, runtime: RuntimeDep, _: ProducerDep) -> A
     except EventValidationError as exc:
         raise _invalid(exc) from exc
     topic = runtime.settings.topic(DOMAIN_EVENTS)
-    await publish(runtime, [Record(topic, event_key(event), event.to_bytes())])
+    await publish(runtime, [Record(topic, k, e.to_bytes()) for k, e in event_records(event)])
     return AcceptedOut(accepted=[str(event.event_id)])
 
 
@@ -88,7 +93,8 @@ async def post_event_batch(request: Request, runtime: RuntimeDep, _: ProducerDep
     except EventValidationError as exc:
         raise _invalid(exc) from exc
     topic = runtime.settings.topic(DOMAIN_EVENTS)
-    await publish(runtime, [Record(topic, event_key(e), e.to_bytes()) for e in events])
+    records = [Record(topic, k, one.to_bytes()) for e in events for k, one in event_records(e)]
+    await publish(runtime, records)
     return AcceptedOut(accepted=[str(e.event_id) for e in events])
 
 

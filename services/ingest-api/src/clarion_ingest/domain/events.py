@@ -137,8 +137,22 @@ def parse_batch(raw: Any, ingested_at: datetime, max_events: int) -> list[Domain
     return events
 
 
-def event_key(event: DomainEvent) -> bytes:
-    """The record key of an event: its single recipient, else its ``event_id`` (UTF-8)."""
-    if event.recipients is not None and len(event.recipients) == 1:
-        return event.recipients[0].encode()
-    return str(event.event_id).encode()
+def event_records(event: DomainEvent) -> list[tuple[bytes, DomainEvent]]:
+    """Split an event into the records to produce: ``[(key, event), ...]``.
+
+    An event with explicit ``recipients`` becomes one record per recipient, keyed
+    by that recipient and listing only them, so every record about a user lands
+    on the user's partition and the aggregator sees each user's events in
+    arrival order (event-time aggregation windows depend on it). The records keep
+    the ``event_id``; the aggregator deduplicates per (recipient, event_id). An
+    ``audience`` event is one record keyed by ``event_id``: the aggregator fans
+    it out.
+    """
+    if event.recipients is None:
+        return [(str(event.event_id).encode(), event)]
+    if len(event.recipients) == 1:
+        return [(event.recipients[0].encode(), event)]
+    return [
+        (recipient.encode(), event.model_copy(update={"recipients": [recipient]}))
+        for recipient in event.recipients
+    ]

@@ -37,9 +37,6 @@ from clarion_contracts.v1 import (
 ANNOUNCEMENT_TYPE = "clarion.announcement"
 """Domain event type of admin announcements."""
 
-ANNOUNCEMENT_CATEGORY = "announcements"
-"""Preference category of announcements (the part of the type before the first dot)."""
-
 UNSUBSCRIBE_SCOPE_PREFIX = "unsubscribe:"
 """Scope of an unsubscribe token: ``unsubscribe:<category>`` (issued by email-worker)."""
 

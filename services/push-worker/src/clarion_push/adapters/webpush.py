@@ -145,13 +145,13 @@ class WebPushClient:
             ValueError: the subscription's keys are malformed (not retryable).
         """
         endpoint = str(subscription.endpoint)
-        pusher = WebPusher(
-            {
-                "endpoint": endpoint,
-                "keys": {"p256dh": subscription.keys.p256dh, "auth": subscription.keys.auth},
-            }
-        )
         try:
+            pusher = WebPusher(
+                {
+                    "endpoint": endpoint,
+                    "keys": {"p256dh": subscription.keys.p256dh, "auth": subscription.keys.auth},
+                }
+            )
             body: bytes = pusher.encode(payload, CONTENT_ENCODING)["body"]
         except Exception as exc:  # http_ece/cryptography reject bad keys with various types
             raise ValueError(f"cannot encrypt for this subscription: {exc}") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,10 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
     if request is None or request.path.split("?", 1)[0] != WS_PATH:
         await _reject(gw, ws, CloseCode.PROTOCOL_ERROR, "unknown path")
         return
+    if gw.settings.socket_send_buffer:
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, gw.settings.socket_send_buffer)
     protocol = ServerSessionProtocol()
     try:
         raw = await asyncio.wait_for(ws.recv(), gw.settings.connect_timeout)
