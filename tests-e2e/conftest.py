@@ -1,74 +1,18 @@
-"""The whole of Clarion as separate processes on the embedded stack, for end-to-end tests."""
+"""Fixtures of the end-to-end tests; the harness itself is in harness.py."""
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from clarion_devstack.launch import LaunchConfig, Ports, service_specs
-from clarion_devstack.stack import StackInfo
-from clarion_devstack.supervisor import Supervisor
+# Test modules here import their helpers (harness, expected) as top-level modules.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gharchive"
-HOUR_FILE = DATA / "2015-01-01-15.json.gz"
+from harness import HOUR_FILE, Clarion, inbox, launch
 
-
-@dataclass
-class Clarion:
-    """A running Clarion: its supervisor, ports and isolation prefixes."""
-
-    supervisor: Supervisor
-    ports: Ports
-    info: StackInfo
-    topic_prefix: str
-    log_dir: Path
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.ports.ingest}"
-
-    def gateway(self, second: bool = False) -> str:
-        port = self.ports.gateway_b if second else self.ports.gateway
-        return f"ws://127.0.0.1:{port}/v1/ws"
-
-
-@contextlib.asynccontextmanager
-async def launch(info: StackInfo, tmp: Path, *, gateways: int = 1) -> AsyncIterator[Clarion]:
-    """Start every service with fresh ports and prefixes; stop them at exit."""
-    suffix = uuid.uuid4().hex[:8]
-    config = LaunchConfig(
-        info=info,
-        ports=Ports.free(),
-        state_dir=tmp,
-        environment="test",
-        topic_prefix=f"e2e{suffix}.",
-        redis_prefix=f"e2e{suffix}:",
-        gateways=gateways,
-        extra_env={"CLARION_LOG_LEVEL": "WARNING"},
-    )
-    lines: list[str] = []
-
-    def echo(name: str, _colour: str, line: str) -> None:
-        lines.append(f"{name} | {line}")
-
-    supervisor = Supervisor(tmp / "logs", echo, max_restarts=3)
-    try:
-        for spec in service_specs(config):
-            await supervisor.start(spec)
-        for name in supervisor.names:
-            await supervisor.wait_ready(name, timeout=120)
-        yield Clarion(supervisor, config.ports, info, config.topic_prefix, tmp / "logs")
-    except BaseException:
-        print("\n".join(lines[-200:]))
-        raise
-    finally:
-        await supervisor.stop()
+__all__ = ["Clarion", "inbox", "launch"]
 
 
 @pytest.fixture
@@ -76,22 +20,3 @@ def hour_file() -> Path:
     if not HOUR_FILE.exists():
         pytest.fail(f"the real events are missing: {HOUR_FILE}")
     return HOUR_FILE
-
-
-async def inbox(client: httpx.AsyncClient, token: str) -> list[dict[str, object]]:
-    """Every notification of the token's user, following cursors."""
-    items: list[dict[str, object]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, str | int] = {"limit": 100}
-        if cursor:
-            params["cursor"] = cursor
-        response = await client.get(
-            "/v1/me/notifications", params=params, headers={"Authorization": f"Bearer {token}"}
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()
-        items.extend(page["items"])
-        cursor = page.get("next_cursor")
-        if not cursor:
-            return items

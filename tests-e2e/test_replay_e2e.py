@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Clarion, inbox, launch
 from expected import Group, expected_groups
+from harness import Clarion, inbox, launch
 
 from clarion_devstack.drain import wait_drained
 from clarion_devstack.observer import LatencyObserver, dev_token

@@ -98,3 +98,92 @@ def test_create_exporter(clean_env: pytest.MonkeyPatch) -> None:
     assert isinstance(otlp, OTLPSpanExporter)
     assert otlp._endpoint == "http://127.0.0.1:4318/v1/traces"
     otlp.shutdown()
+
+
+def test_ensure_tracing_keeps_the_installed_provider(spans: InMemorySpanExporter) -> None:
+    from clarion_kit.tracing import ensure_tracing
+
+    installed = trace.get_tracer_provider()
+    assert ensure_tracing(ServiceSettings(service_name="other", otel_exporter="console")) is (
+        installed
+    )
+    with get_tracer("t").start_as_current_span("once"):
+        pass
+    assert [s.name for s in spans.get_finished_spans()] == ["once"]  # no second exporter
+
+
+class _Record:
+    def __init__(self, topic: str, offset: int, headers: list[tuple[str, bytes]]) -> None:
+        self.topic = topic
+        self.partition = 2
+        self.offset = offset
+        self.headers = headers
+
+
+def test_record_spans_continue_each_records_trace(spans: InMemorySpanExporter) -> None:
+    from clarion_kit.tracing import record_spans
+
+    tracer = get_tracer("t")
+    carriers: list[list[tuple[str, bytes]]] = []
+    parents = []
+    for name in ("a", "b"):
+        with tracer.start_as_current_span(f"produce-{name}") as span:
+            carriers.append(inject([]))
+            parents.append(span.get_span_context())
+    spans.clear()
+    records = [_Record("t.notifications", n, h) for n, h in enumerate([*carriers, []])]
+    with record_spans(records) as started:
+        assert len(started) == 3
+    done = spans.get_finished_spans()
+    assert [s.name for s in done] == ["t.notifications process"] * 3
+    for span, parent in zip(done[:2], parents, strict=True):
+        assert span.context.trace_id == parent.trace_id
+        assert span.parent is not None
+        assert span.parent.span_id == parent.span_id
+        assert span.kind is trace.SpanKind.CONSUMER
+    assert done[0].attributes["messaging.kafka.message.offset"] == 0
+    assert done[1].attributes["messaging.destination.name"] == "t.notifications"
+    assert done[2].parent is None  # no traceparent: a new trace
+    assert done[2].context.trace_id not in {p.trace_id for p in parents}
+
+
+def test_record_spans_record_the_error(spans: InMemorySpanExporter) -> None:
+    from clarion_kit.tracing import record_spans
+
+    with pytest.raises(RuntimeError), record_spans([_Record("t.x", 0, [])]):
+        raise RuntimeError("redis down")
+    (span,) = spans.get_finished_spans()
+    assert span.status.status_code is trace.StatusCode.ERROR
+    assert span.events[0].name == "exception"
+
+
+async def test_published_record_continues_the_trace_in_its_headers(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A batch handler publishes each output in the trace of the record it came from."""
+    from faststream.kafka import KafkaMessage, TestKafkaBroker
+
+    from clarion_kit.kafka import create_broker
+
+    broker = create_broker(ServiceSettings(service_name="kit-tests"), dead_letter=False)
+    got: list[dict[str, str]] = []
+
+    @broker.subscriber("t.out")  # type: ignore[untyped-decorator]
+    async def out(body: str, message: KafkaMessage) -> None:
+        got.append({k: v for k, v in message.headers.items() if k == "traceparent"})
+
+    tracer = get_tracer("t")
+    with tracer.start_as_current_span("upstream") as upstream:
+        parent = inject({})
+    async with TestKafkaBroker(broker) as br:
+        with tracer.start_as_current_span("batch") as batch:
+            await br.publish("x", "t.out", headers=parent)  # explicit parent: upstream
+            await br.publish("y", "t.out")  # none: the current (batch) span
+    first = trace.get_current_span(extract(got[0])).get_span_context()
+    second = trace.get_current_span(extract(got[1])).get_span_context()
+    assert first.trace_id == upstream.get_span_context().trace_id
+    assert second.trace_id == batch.get_span_context().trace_id
+    creates = {s.context.span_id: s for s in spans.get_finished_spans()}
+    hop = creates[first.span_id]
+    assert hop.parent is not None
+    assert hop.parent.span_id == upstream.get_span_context().span_id

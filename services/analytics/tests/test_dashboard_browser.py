@@ -42,7 +42,6 @@ KINDS = {
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.integration,
     pytest.mark.timeout(300),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed"),
 ]
@@ -118,7 +117,7 @@ async def test_dashboard_renders_charts_and_saves_screenshot(
 ) -> None:
     base_url, settings = served
     now = datetime.now(UTC)
-    dataset = demo_dataset(now, hours=12.0, notifications=600)
+    dataset = demo_dataset(now, hours=12.0, notifications=450)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=False
     )

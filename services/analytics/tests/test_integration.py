@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -482,3 +483,46 @@ async def test_replaying_every_topic_from_the_start_changes_nothing(
     assert before["delivered"]["in_app"] == 20
     after = await run(settings_for("second"), publish=False)
     assert after == before
+
+
+async def test_values_the_database_refuses_are_dead_lettered_alone(analytics: Running) -> None:
+    a = analytics
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    good = [make_notification(f"ok{i}", created_at=now) for i in range(3)]
+    # A version beyond BIGINT (the contract only says >= 1).
+    huge_version = make_notification("v", version=2, created_at=now).model_copy(
+        update={"version": 2**70}
+    )
+    # An id larger than a btree index row may be (~2.7 kB), random so it cannot compress.
+    huge_id = make_notification(secrets.token_hex(6000), created_at=now)
+    for n in (good[0], huge_version, good[1], huge_id, good[2]):
+        await a.producer.send(a.settings.topic(NOTIFICATIONS), n.to_bytes(), key=b"alice")
+    await a.producer.flush()
+    params = _range_params(now)
+
+    async def good_ones_counted() -> bool:
+        body = await a.get("/v1/analytics/summary", **params)
+        poisoned = a.metric(
+            "clarion_analytics_messages_total", topic=NOTIFICATIONS.name, outcome="poison"
+        )
+        return bool(body["totals"]["created"] == 3 and poisoned == 2.0)
+
+    await eventually(good_ones_counted)
+    consumer = AIOKafkaConsumer(
+        a.settings.dlq(NOTIFICATIONS),
+        bootstrap_servers=a.settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    try:
+        found: list[Any] = []
+        deadline = time.monotonic() + 20
+        while len(found) < 2 and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=1000)
+            found.extend(r for part in batch.values() for r in part)
+    finally:
+        await consumer.stop()
+    ids = sorted(len(json.loads(r.value)["notification_id"]) for r in found)
+    assert ids == [1, 12000]

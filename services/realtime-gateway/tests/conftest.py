@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from websockets.asyncio.client import ClientConnection, connect
@@ -187,13 +187,13 @@ class Harness:
         self.gateways: list[Gateway] = []
         self.clients: list[Client] = []
 
-    async def gateway(self, **overrides: Any) -> Gateway:
-        """Start a gateway instance in this process."""
+    async def gateway(self, *, kafka: bool = True, **overrides: Any) -> Gateway:
+        """Start a gateway instance in this process (``kafka=False``: no consumer/producer)."""
         settings = GatewaySettings(
             **{**self.settings, "instance_id": f"gw-{uuid.uuid4().hex[:6]}", **overrides}
         )
         gateway = create_app(settings)
-        await gateway.start()
+        await gateway.start(kafka=kafka)
         self.gateways.append(gateway)
         return gateway
 
@@ -225,6 +225,30 @@ class Harness:
             value=event.to_bytes(),
             key=event.recipient_id.encode(),
         )
+
+    async def read_topic(
+        self, spec: TopicSpec, predicate: Callable[[list[Any]], bool], timeout: float = 30.0
+    ) -> list[Any]:
+        """Read ``spec``'s (prefixed) topic from the start until ``predicate(models)`` holds."""
+        consumer = AIOKafkaConsumer(
+            self.prefix + spec.name,
+            bootstrap_servers=self.settings["kafka_bootstrap_servers"],
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+        )
+        await consumer.start()
+        models: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while not predicate(models):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{spec.name}: condition not met, got {models}")
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    models.extend(spec.model.from_bytes(r.value) for r in records if r.value)
+        finally:
+            await consumer.stop()
+        return models
 
     async def close(self) -> None:
         for client in self.clients:

@@ -11,7 +11,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from clarion_contracts.v1 import InboxAction
+from clarion_contracts.base import Channel
+from clarion_contracts.registry import DELIVERY_STATUS, PRESENCE
+from clarion_contracts.v1 import DeliveryState, InboxAction, PresenceStatus
 from clarion_gateway.protocol import CloseCode
 
 pytestmark = pytest.mark.integration
@@ -158,17 +160,19 @@ async def test_slow_consumer_is_cut_off_without_holding_back_others(harness: Any
     await slow_ws.send(json.dumps({"type": "connect", "token": harness.token("erin")}))
     big = "x" * 60_000
     total = 40
+    fast_reader = asyncio.create_task(fast.recv_until(total, timeout=90))
     for i in range(total):
         await harness.notify(harness.notification("erin", f"e{i}", body=big))
-    # The slow session overflows its queue long before the fast one has everything.
     await harness.wait_for(
         lambda: gw.metrics.slow_consumer_closes._value.get() == 1,
         timeout=60,
         what="slow consumer closed",
     )
+    frames = await fast_reader
+    assert gw.metrics.slow_consumer_closes._value.get() == 1
+    # Only now does the slow client read: it finds the 4008 close after its backlog.
     await drain_until_closed(slow_ws)
     assert slow_ws.close_code == CloseCode.SLOW_CONSUMER
-    frames = await fast.recv_until(total, timeout=60)
     assert [f["notification"]["notification_id"] for f in frames] == [f"e{i}" for i in range(total)]
     assert gw.connection_count == 1
 
@@ -216,7 +220,7 @@ async def test_trimmed_history_means_recovered_false(harness: Any) -> None:
 
 
 async def test_lost_pubsub_message_is_filled_from_history(harness: Any) -> None:
-    gw = await harness.gateway()
+    gw = await harness.gateway(kafka=False)
     client = await harness.client(gw, "ivy")
     history = gw.history
     lost = harness.notification("ivy", "i1")
@@ -236,7 +240,7 @@ async def test_lost_pubsub_message_is_filled_from_history(harness: Any) -> None:
 
 @pytest.mark.parametrize("token", ["not-a-jwt", "expired"])
 async def test_bad_token_closes_4001(harness: Any, token: str) -> None:
-    gw = await harness.gateway()
+    gw = await harness.gateway(kafka=False)
     if token == "expired":
         token = harness.token("jo", ttl=-3600)
     async with connect(f"ws://127.0.0.1:{gw.ws_port}/v1/ws") as ws:
@@ -247,7 +251,7 @@ async def test_bad_token_closes_4001(harness: Any, token: str) -> None:
 
 
 async def test_no_connect_frame_closes_4002(harness: Any) -> None:
-    gw = await harness.gateway(connect_timeout=0.5)
+    gw = await harness.gateway(kafka=False, connect_timeout=0.5)
     async with connect(f"ws://127.0.0.1:{gw.ws_port}/v1/ws") as ws:
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
@@ -255,7 +259,7 @@ async def test_no_connect_frame_closes_4002(harness: Any) -> None:
 
 
 async def test_frame_before_connect_closes_4003(harness: Any) -> None:
-    gw = await harness.gateway()
+    gw = await harness.gateway(kafka=False)
     async with connect(f"ws://127.0.0.1:{gw.ws_port}/v1/ws") as ws:
         await ws.send(json.dumps({"type": "ping"}))
         with pytest.raises(ConnectionClosed):
@@ -275,3 +279,47 @@ async def test_ping_and_unread_count_requests(harness: Any) -> None:
     assert frame["type"] == "unread_count"
     assert frame["unread_count"] == 1
     assert frame["offset"] == client.offset
+
+
+async def test_delivery_status_once_per_version_and_presence(harness: Any) -> None:
+    gw = await harness.gateway()
+    first = await harness.client(gw, "lena")
+    second = await harness.client(gw, "lena")
+    online = await harness.read_topic(PRESENCE, lambda ms: any(m.user_id == "lena" for m in ms))
+    assert [(m.user_id, m.status) for m in online] == [("lena", PresenceStatus.ONLINE)]
+
+    await harness.notify(harness.notification("lena", "l1"))
+    await harness.notify(harness.notification("lena", "l1", 2))
+    for client in (first, second):
+        await client.recv_until(2)
+    # Read again after a pause: a second status for the same version would show up.
+    await harness.read_topic(DELIVERY_STATUS, lambda ms: len(ms) >= 2)
+    await asyncio.sleep(0.5)
+    statuses = await harness.read_topic(DELIVERY_STATUS, lambda ms: len(ms) >= 2)
+    assert sorted((s.notification_id, s.version) for s in statuses) == [("l1", 1), ("l1", 2)]
+    assert {(s.channel, s.status, s.recipient_id) for s in statuses} == {
+        (Channel.IN_APP, DeliveryState.DELIVERED, "lena")
+    }
+
+    await first.close()
+    await second.close()
+    events = await harness.read_topic(PRESENCE, lambda ms: len(ms) >= 2)
+    assert [(m.user_id, m.status) for m in events] == [
+        ("lena", PresenceStatus.ONLINE),
+        ("lena", PresenceStatus.OFFLINE),
+    ]
+
+
+async def test_crashed_instance_users_go_offline(harness: Any) -> None:
+    gw_a = await harness.gateway()
+    await harness.gateway()
+    await harness.client(gw_a, "milo")
+    await harness.read_topic(PRESENCE, lambda ms: any(m.status == "online" for m in ms))
+    await gw_a.kill()
+    events = await harness.read_topic(
+        PRESENCE, lambda ms: any(m.status == "offline" for m in ms), timeout=30
+    )
+    assert [(m.user_id, m.status) for m in events] == [
+        ("milo", PresenceStatus.ONLINE),
+        ("milo", PresenceStatus.OFFLINE),
+    ]

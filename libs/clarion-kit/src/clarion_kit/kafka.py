@@ -31,13 +31,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from faststream.middlewares import AckPolicy
+from faststream.middlewares import AckPolicy, BaseMiddleware
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from prometheus_client import REGISTRY
 
 from clarion_contracts.registry import TOPICS, TopicSpec
 from clarion_kit.logging import get_logger
 from clarion_kit.metrics import metric_name
 from clarion_kit.retry import DeadLetterMiddleware, RetryPolicy
+from clarion_kit.tracing import ensure_tracing, extract
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -57,6 +60,32 @@ TOPIC_ALREADY_EXISTS = 36
 """Kafka protocol error code ``TOPIC_ALREADY_EXISTS``."""
 
 
+class CallerTraceContextMiddleware(BaseMiddleware):
+    """Publishes a record under the trace context its caller put in its headers.
+
+    FastStream's telemetry middleware parents a published record on the *current*
+    context, which is wrong for a batch handler: one batch holds records of many
+    traces, and each record it produces belongs to the trace of the record it came
+    from. A caller that knows that parent writes it into the outgoing headers
+    (:func:`clarion_kit.tracing.inject`, W3C ``traceparent``); this middleware, placed
+    outside the telemetry one, makes that context current while the record is
+    published, so the producer spans and the propagated ``traceparent`` continue the
+    caller's trace. Records without a ``traceparent`` are published unchanged.
+    """
+
+    async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+        """Publish ``cmd`` with the context of its ``traceparent`` header current."""
+        headers = getattr(cmd, "headers", None)
+        parent = extract(headers) if headers else None
+        if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
+            return await call_next(cmd)
+        token = otel_context.attach(parent)
+        try:
+            return await call_next(cmd)
+        finally:
+            otel_context.detach(token)
+
+
 def create_broker(
     settings: ServiceSettings,
     *,
@@ -73,10 +102,13 @@ def create_broker(
       ``<service_name>-<instance_id>``;
     * ack policy ``NACK_ON_ERROR``: offsets committed after the handler (at-least-once);
     * logs through the stdlib logger :data:`KAFKA_LOGGER` (JSON once logging is configured);
-    * middlewares, outermost first: OpenTelemetry (consume/publish spans, W3C
-      ``traceparent`` in record headers), Prometheus (``clarion_<service>_*`` FastStream
-      metrics), then ``middlewares``, then the DLQ middleware (retries with backoff, then
-      ``<topic>.dlq``) unless ``dead_letter=False``.
+    * the global OpenTelemetry tracer provider configured from ``settings`` when none is
+      installed yet (:func:`clarion_kit.tracing.ensure_tracing`);
+    * middlewares, outermost first: :class:`CallerTraceContextMiddleware` (a record
+      whose headers already carry a ``traceparent`` is published in that trace),
+      OpenTelemetry (consume/publish spans, W3C ``traceparent`` in record headers),
+      Prometheus (``clarion_<service>_*`` FastStream metrics), then ``middlewares``, then
+      the DLQ middleware (retries with backoff, then ``<topic>.dlq``) unless ``dead_letter=False``.
 
     Args:
         settings: ``kafka_bootstrap_servers``, ``service_name``, ``instance_id``, ``retry_*``.
@@ -90,7 +122,10 @@ def create_broker(
     The DLQ middleware is reachable as ``broker.clarion_dlq`` (None when disabled).
     """
     reg = registry if registry is not None else REGISTRY
+    if tracer_provider is None:
+        ensure_tracing(settings)
     chain: list[Any] = [
+        CallerTraceContextMiddleware,
         KafkaTelemetryMiddleware(tracer_provider=tracer_provider),
         KafkaPrometheusMiddleware(
             registry=reg,

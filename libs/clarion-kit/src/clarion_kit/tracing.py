@@ -9,8 +9,9 @@ header collections handled by hand (aiokafka ``[(str, bytes)]`` lists or dicts).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, TypeVar
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -104,6 +105,19 @@ def configure_tracing(
     return provider
 
 
+def ensure_tracing(settings: ServiceSettings) -> TracerProvider:
+    """The installed SDK tracer provider, or one configured from ``settings`` if none is.
+
+    For code paths every service goes through (:func:`clarion_kit.kafka.create_broker`):
+    a service that already called :func:`configure_tracing` keeps its provider and
+    exporters untouched (no second exporter, so no duplicated spans).
+    """
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    return configure_tracing(settings)
+
+
 def shutdown_tracing() -> None:
     """Flush and shut down the global SDK tracer provider (call at process exit)."""
     provider = trace.get_tracer_provider()
@@ -182,3 +196,68 @@ def extract(
         return context if context is not None else Context()
     carrier = headers if isinstance(headers, Mapping) else list(headers)
     return propagate.extract(carrier, context=context, getter=_GETTER)
+
+
+class ConsumedRecord(Protocol):
+    """What :func:`record_spans` reads of a consumed record (aiokafka ``ConsumerRecord``)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+
+@contextlib.contextmanager
+def record_spans(
+    records: Iterable[ConsumedRecord], *, tracer: trace.Tracer | None = None
+) -> Iterator[list[trace.Span]]:
+    """One ``CONSUMER`` span per record, each a child of the trace context in its headers.
+
+    For records consumed by hand (aiokafka ``getmany``) and processed as a batch: every
+    record keeps its own trace (W3C Trace Context ``traceparent`` header), where a single
+    batch span would start a new trace and only link to the producers. Spans are named
+    ``"<topic> process"`` with the OpenTelemetry messaging attributes
+    (``messaging.system=kafka``, destination, partition, offset); they start on entry
+    and end on exit, with the exception recorded and status ``ERROR`` if one escapes.
+    A record without a valid ``traceparent`` gets a span in a new trace.
+
+    Args:
+        records: the batch (anything with ``topic``, ``partition``, ``offset``, ``headers``).
+        tracer: default: the global provider's ``clarion_kit.tracing`` tracer.
+
+    Yields:
+        The spans, in record order (none is made current: the batch is one unit of work).
+    """
+    tracer = tracer or get_tracer(__name__)
+    spans = [
+        tracer.start_span(
+            f"{record.topic} process",
+            context=extract(record.headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.kafka.destination.partition": record.partition,
+                "messaging.kafka.message.offset": record.offset,
+            },
+        )
+        for record in records
+    ]
+    try:
+        yield spans
+    except BaseException as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        for span in spans:
+            span.end()

@@ -261,6 +261,7 @@ class Gateway:
             history=self.history,
             metrics=self.metrics,
             queue_size=self.settings.send_queue_size,
+            write_limit=self.settings.write_limit,
             on_delivered=self._on_delivered,
             on_closed=self._on_session_closed,
         )

@@ -8,6 +8,7 @@ import signal
 from clarion_gateway.app import create_app
 from clarion_gateway.settings import GatewaySettings
 from clarion_kit.logging import configure_logging
+from clarion_kit.tracing import configure_tracing
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     """Console entry point (settings from ``CLARION_GATEWAY_*`` / ``CLARION_*``)."""
     settings = GatewaySettings()
     configure_logging(settings)
+    configure_tracing(settings)
     if settings.event_loop == "uvloop":
         import uvloop
 

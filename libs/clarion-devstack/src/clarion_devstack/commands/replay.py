@@ -54,6 +54,7 @@ async def run_replay(
     async with ReplayClient(api_url, api_key) as client:
         console.print(f"creating {len(users)} user profiles...")
         await client.ensure_profiles(users)
+        client.stats.restart_clock()
         with Progress(
             TextColumn("[bold blue]replay"),
             BarColumn(),

@@ -76,6 +76,7 @@ async def _replay(
         users = set(per_user) | {e.actor.id for e in events}
         console.print(f"creating {len(users)} user profiles ...")
         await client.ensure_profiles(users)
+        client.stats.restart_clock()
         with Progress(
             TextColumn("[bold blue]replay"),
             BarColumn(),

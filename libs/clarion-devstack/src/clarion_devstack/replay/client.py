@@ -47,9 +47,13 @@ class ReplayStats:
     started: float = field(default_factory=time.monotonic)
     accepted_at: dict[str, float] = field(default_factory=dict)
 
+    def restart_clock(self) -> None:
+        """Measure :attr:`rate` from now (after set-up such as profile creation)."""
+        self.started = time.monotonic()
+
     @property
     def rate(self) -> float:
-        """Accepted events per second since the start."""
+        """Accepted events per second since the start (or :meth:`restart_clock`)."""
         elapsed = time.monotonic() - self.started
         return self.accepted / elapsed if elapsed > 0 else 0.0
 
@@ -75,7 +79,7 @@ class ReplayClient:
     """
 
     def __init__(
-        self, base_url: str, api_key: str, *, concurrency: int = 4, attempts: int = 8
+        self, base_url: str, api_key: str, *, concurrency: int = 16, attempts: int = 8
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -95,7 +99,7 @@ class ReplayClient:
     async def _request(self, method: str, url: str, json: object) -> httpx.Response:
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=10),
+            wait=wait_exponential_jitter(multiplier=0.2, max=10),
             retry=retry_if_exception_type((RetryableAnswer, httpx.TransportError)),
             reraise=True,
         ):

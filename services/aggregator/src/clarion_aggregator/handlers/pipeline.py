@@ -53,6 +53,7 @@ from clarion_contracts.v1 import (
     Notification,
     PushRequest,
 )
+from clarion_kit.tracing import extract, inject
 
 _URGENCY = {
     Priority.LOW: "low",
@@ -131,20 +132,29 @@ class Pipeline:
         self.renderer = renderer
         self.clock = clock
         self.metrics = metrics or AggregatorMetrics.create()
+        self._trace: dict[Any, dict[str, str]] = {}
         self._topics = {
             "notifications": settings.topic(NOTIFICATIONS),
             "push": settings.topic(PUSH_REQUESTS),
             "email": settings.topic(EMAIL_REQUESTS),
         }
 
-    async def process(self, events: Sequence[DomainEvent]) -> BatchResult:
+    async def process(
+        self, events: Sequence[DomainEvent], headers: Sequence[Any] | None = None
+    ) -> BatchResult:
         """Process events in order; returns counts. Raises what Redis or Kafka raise.
+
+        ``headers``: the Kafka headers of each event's record (same order); the records
+        an event produces continue its W3C trace (``traceparent``).
 
         Direct recipients of consecutive events share one Redis pipeline and one
         produce round; an audience event is fanned out in batches of
         ``settings.fanout_batch_size`` recipients.
         """
         total = BatchResult()
+        self._trace = {
+            e.event_id: inject({}, extract(h)) for e, h in zip(events, headers or (), strict=False)
+        }
         pending: list[tuple[DomainEvent, str]] = []
         for event in events:
             self.metrics.events.labels(type=event.type).inc()
@@ -261,6 +271,7 @@ class Pipeline:
         updated_at = from_ms(snap.updated_ms)
         obj = ctx["object"]
         nid = snap.notification_id
+        trace_headers = self._trace.get(pair.event.event_id) or None
         if routing.in_app:
             note = Notification.model_validate(
                 {
@@ -294,7 +305,9 @@ class Pipeline:
                     "tenant_id": ctx.get("tenant_id"),
                 }
             )
-            records.append(OutRecord(self._topics["notifications"], rid, note.to_bytes()))
+            records.append(
+                OutRecord(self._topics["notifications"], rid, note.to_bytes(), trace_headers)
+            )
             total.notifications += 1
             self.metrics.notifications.labels(type=pair.event.type).inc()
         alert_due = snap.alert_version == snap.version
@@ -320,7 +333,7 @@ class Pipeline:
                     "not_before": routing.not_before,
                 }
             )
-            records.append(OutRecord(self._topics["push"], rid, push.to_bytes()))
+            records.append(OutRecord(self._topics["push"], rid, push.to_bytes(), trace_headers))
             total.pushes += 1
             self.metrics.pushes.inc()
         if routing.email is EmailMode.NONE:
@@ -351,7 +364,7 @@ class Pipeline:
                 created_at=updated_at,
                 not_before=routing.not_before,
             )
-            records.append(OutRecord(self._topics["email"], rid, email.to_bytes()))
+            records.append(OutRecord(self._topics["email"], rid, email.to_bytes(), trace_headers))
             total.emails += 1
             self.metrics.emails.labels(kind="immediate").inc()
         elif routing.digest is not None:

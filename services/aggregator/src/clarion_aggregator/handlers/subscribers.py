@@ -63,11 +63,13 @@ async def parse_batch(
     dlq_topic: str,
     original_topic: str,
     metrics: AggregatorMetrics,
+    headers_out: list[Any] | None = None,
 ) -> list[M]:
     """Parse each record value as ``model``; invalid ones go to ``dlq_topic``.
 
     Tombstones (null values on compacted topics) are skipped. Returns the valid
-    models in record order.
+    models in record order; with ``headers_out``, each one's record headers are appended
+    to it (the same order), for the trace context of what the model produces.
 
     Raises:
         aiokafka.errors.KafkaError: a DLQ record was not acknowledged.
@@ -79,6 +81,8 @@ async def parse_batch(
             continue
         try:
             out.append(model.from_bytes(rec.value))
+            if headers_out is not None:
+                headers_out.append(rec.headers)
         except (ValidationError, ValueError) as exc:
             key = rec.key.decode(errors="replace") if isinstance(rec.key, bytes) else ""
             dead.append(
@@ -118,7 +122,7 @@ def register(
         spec: TopicSpec,
         model: type[M],
         group_id: str,
-        handle: Callable[[list[M]], Awaitable[None]],
+        handle: Callable[[list[M], list[Any]], Awaitable[None]],
     ) -> None:
         topic = settings.topic(spec)
         dlq = settings.dlq(spec)
@@ -127,30 +131,33 @@ def register(
         async def _consume(body: list[Any], msg: KafkaMessage) -> None:
             records = _records(msg)
             try:
-                items = await parse_batch(records, model, publisher, dlq, spec.name, metrics)
+                headers: list[Any] = []
+                items = await parse_batch(
+                    records, model, publisher, dlq, spec.name, metrics, headers
+                )
                 if items:
-                    await handle(items)
+                    await handle(items, headers)
             except Exception:
                 log.exception("batch_failed", topic=topic, records=len(records))
                 await asyncio.sleep(RETRY_PAUSE_SECONDS)
                 raise
 
 
-    async def on_events(events: list[DomainEvent]) -> None:
+    async def on_events(events: list[DomainEvent], headers: list[Any]) -> None:
         started = time.perf_counter()
-        await pipeline.process(events)
+        await pipeline.process(events, headers)
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def on_preferences(items: list[Preferences]) -> None:
+    async def on_preferences(items: list[Preferences], _headers: list[Any]) -> None:
         for prefs in items:
             await store.put_preferences(prefs)
         metrics.materialised.labels(topic=PREFERENCES.name).inc(len(items))
 
-    async def on_profiles(items: list[UserProfile]) -> None:
+    async def on_profiles(items: list[UserProfile], _headers: list[Any]) -> None:
         await store.put_profiles(items)
         metrics.materialised.labels(topic=USER_PROFILES.name).inc(len(items))
 
-    async def on_presence(items: list[PresenceEvent]) -> None:
+    async def on_presence(items: list[PresenceEvent], _headers: list[Any]) -> None:
         for event in items:
             await store.put_presence(event)
         metrics.materialised.labels(topic=PRESENCE.name).inc(len(items))

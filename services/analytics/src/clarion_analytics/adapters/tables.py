@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, Date, DateTime, SmallInteger, String
+from sqlalchemy import BigInteger, Column, Date, DateTime, SmallInteger, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -27,7 +27,7 @@ class ProcessedMessage(SQLModel, table=True):
     __tablename__ = "processed_messages"
     __table_args__ = {"schema": SCHEMA}
 
-    key: str = Field(sa_column=Column(String(300), primary_key=True))
+    key: str = Field(sa_column=Column(Text, primary_key=True))
     topic: str = Field(sa_column=Column(String(64), nullable=False))
     processed_at: datetime = Field(sa_column=_ts(nullable=False))
 
@@ -39,7 +39,7 @@ class NotificationVersion(SQLModel, table=True):
     __tablename__ = "notification_versions"
     __table_args__ = {"schema": SCHEMA}
 
-    notification_id: str = Field(sa_column=Column(String(200), primary_key=True))
+    notification_id: str = Field(sa_column=Column(Text, primary_key=True))
     version: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     emitted_at: datetime = Field(sa_column=_ts(nullable=False))
     type: str = Field(sa_column=Column(String(100), nullable=False))
@@ -56,7 +56,7 @@ class NotificationState(SQLModel, table=True):
     __tablename__ = "notification_state"
     __table_args__ = {"schema": SCHEMA}
 
-    notification_id: str = Field(sa_column=Column(String(200), primary_key=True))
+    notification_id: str = Field(sa_column=Column(Text, primary_key=True))
     type: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
     created_day: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=_ts())
@@ -79,8 +79,8 @@ class PendingDelivery(SQLModel, table=True):
     __tablename__ = "pending_deliveries"
     __table_args__ = {"schema": SCHEMA}
 
-    status_id: str = Field(sa_column=Column(String(300), primary_key=True))
-    notification_id: str = Field(sa_column=Column(String(200), nullable=False))
+    status_id: str = Field(sa_column=Column(Text, primary_key=True))
+    notification_id: str = Field(sa_column=Column(Text, nullable=False))
     version: int = Field(sa_column=Column(BigInteger, nullable=False))
     channel: str = Field(sa_column=Column(String(16), nullable=False))
     delivered_at: datetime = Field(sa_column=_ts(nullable=False))
@@ -121,8 +121,8 @@ class PresenceSession(SQLModel, table=True):
     __tablename__ = "presence_sessions"
     __table_args__ = {"schema": SCHEMA}
 
-    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
-    instance_id: str = Field(sa_column=Column(String(200), primary_key=True))
+    user_id: str = Field(sa_column=Column(Text, primary_key=True))
+    instance_id: str = Field(sa_column=Column(Text, primary_key=True))
     online: bool = Field(nullable=False)
     sessions: int = Field(nullable=False)
     updated_at: datetime = Field(sa_column=_ts(nullable=False))

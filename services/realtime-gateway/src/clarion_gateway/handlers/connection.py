@@ -80,14 +80,20 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
         await _reject(gw, ws, CloseCode.BAD_TOKEN, exc.reason)
         return
     user_id = claims.subject
+    since = frame.since
     session = gw.open_session(ws, user_id, secrets.token_hex(8))
+    session.last_seen = time.monotonic()
     if claims.expires_at:
         delay = max(0.0, claims.expires_at - time.time())
         session.timer = asyncio.get_running_loop().call_later(
             delay, session.close, CloseCode.BAD_TOKEN, "token expired"
         )
+    # Only what the session needs stays referenced while it lives (memory per connection).
+    del raw, frame, claims
+    ws.request = None
+    ws.response = None
     try:
-        await _recover(gw, session, frame)
+        await _recover(gw, session, since)
         await _serve(gw, session, protocol)
     except ConnectionClosed:
         session.mark_closed()
@@ -102,13 +108,13 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
         await ws.wait_closed()
 
 
-async def _recover(gw: Gateway, session: Session, frame: ConnectFrame) -> None:
+async def _recover(gw: Gateway, session: Session, since: Offset | None) -> None:
     user_id = session.user_id
     await gw.channels.acquire(user_id)
     session.holds_channel = True
     state = await gw.history.state(user_id)
     decision = decide_recovery(
-        frame.since, epoch=state.epoch, top_seq=state.top_seq, first_seq=state.first_seq
+        since, epoch=state.epoch, top_seq=state.top_seq, first_seq=state.first_seq
     )
     recovered, start_after = decision.recovered, decision.start_after
     replay = []
@@ -118,8 +124,8 @@ async def _recover(gw: Gateway, session: Session, frame: ConnectFrame) -> None:
         if not replay_is_complete(start_after, seqs) or any(m.epoch != state.epoch for m in replay):
             recovered, start_after, replay = False, state.top_seq, []
     gw.metrics.recoveries.labels("true" if recovered else "false").inc()
-    if frame.since is not None and not recovered:
-        log.info("recovery_refused", user_id=user_id, since=str(frame.since), epoch=state.epoch)
+    if since is not None and not recovered:
+        log.info("recovery_refused", user_id=user_id, since=str(since), epoch=state.epoch)
     await session.send_control(
         connected_frame(
             session=session.session_id,
@@ -135,14 +141,12 @@ async def _recover(gw: Gateway, session: Session, frame: ConnectFrame) -> None:
 
 
 async def _serve(gw: Gateway, session: Session, protocol: ServerSessionProtocol) -> None:
+    # Idle and dead connections are closed by the gateway's keepalive task, so an idle
+    # session waits here without a timer of its own.
     ws = session.ws
-    idle = gw.settings.idle_timeout
     while not session.closed:
-        try:
-            raw = await asyncio.wait_for(ws.recv(), idle)
-        except TimeoutError:
-            session.close(CloseCode.IDLE_TIMEOUT)
-            return
+        raw = await ws.recv()
+        session.last_seen = time.monotonic()
         try:
             frame = protocol.receive(raw)
         except ProtocolError as exc:

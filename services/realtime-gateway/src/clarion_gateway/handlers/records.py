@@ -31,6 +31,7 @@ from clarion_gateway.domain.entries import (
 from clarion_gateway.metrics import GatewayMetrics
 from clarion_gateway.settings import GatewaySettings
 from clarion_kit.logging import get_logger
+from clarion_kit.tracing import record_spans
 
 log = get_logger(__name__)
 
@@ -102,7 +103,9 @@ class RecordProcessor:
                 await self._dead_letter(parsed)
             else:
                 entries.append((record.topic, parsed))
-        results = await self.history.append_many([e for _, e in entries])
+        # One span per record, in the trace its producer started (W3C traceparent header).
+        with record_spans(records):
+            results = await self.history.append_many([e for _, e in entries])
         for (topic, _), result in zip(entries, results, strict=True):
             outcome = "duplicate" if result.duplicate else "appended"
             self.metrics.records.labels(topic, outcome).inc()

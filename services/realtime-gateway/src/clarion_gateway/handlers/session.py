@@ -1,8 +1,9 @@
 """One authenticated WebSocket session and its writer task.
 
-Every frame for a session goes through its bounded queue and is written by the
-session's own writer task, so a slow socket only ever blocks its own task: when
-the queue is full the session is closed with 4008 and the others are untouched.
+A frame is written at once when the socket can take it; otherwise it waits in the
+session's bounded queue, written by the session's own writer task, so a slow
+socket only ever blocks its own task: when the queue is full the session is
+closed with 4008 and the others are untouched.
 The writer applies :func:`clarion_gateway.protocol.decide_live` to each message
 (skip duplicates, fill gaps from the history, resync on a new epoch).
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from clarion_gateway.protocol import (
     CLOSE_REASONS,
@@ -50,29 +52,36 @@ class Session:
         history: the history store (gap fills).
         metrics: instance metrics.
         queue_size: frames that may wait before the session is a slow consumer.
+        write_limit: transport buffer size (bytes) above which frames wait in the queue.
         on_delivered: notification frames written (delivery status, latency).
         on_closed: called once when the session ends for any reason.
 
-    The writer starts with :meth:`start` after the recovery frames were written;
-    messages offered before are buffered in the queue (the recovery seam).
+    Frames offered before :meth:`start` are buffered (the recovery seam). After it,
+    a frame that can be written at once (nothing queued, the transport buffer below
+    ``write_limit``, the next seq) is written synchronously, as websockets'
+    ``broadcast()`` does; otherwise it is queued and the session's writer task,
+    started on demand, writes the queue with backpressure (``await send``) and
+    ends when the queue is empty. An idle session holds no task of its own.
     """
 
     __slots__ = (
         "_on_closed",
         "_on_delivered",
-        "_wake",
         "_writer",
         "closed",
         "epoch",
         "history",
         "holds_channel",
+        "last_seen",
         "last_sent",
         "metrics",
         "queue",
         "queue_size",
         "session_id",
+        "started",
         "timer",
         "user_id",
+        "write_limit",
         "ws",
     )
 
@@ -85,6 +94,7 @@ class Session:
         history: HistoryStore,
         metrics: GatewayMetrics,
         queue_size: int,
+        write_limit: int,
         on_delivered: Delivered,
         on_closed: Callable[[Session], None],
     ) -> None:
@@ -94,13 +104,16 @@ class Session:
         self.history = history
         self.metrics = metrics
         self.queue_size = queue_size
-        self.queue: deque[WireMessage | str] = deque()
+        self.write_limit = write_limit
+        # Created on first use: an idle session should not hold an empty deque's block.
+        self.queue: deque[WireMessage | str] | None = None
+        self.last_seen = 0.0
         self.epoch = ""
         self.last_sent = 0
         self.closed = False
+        self.started = False
         self.holds_channel = False
         self.timer: asyncio.TimerHandle | None = None
-        self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._on_delivered = on_delivered
         self._on_closed = on_closed
@@ -108,36 +121,50 @@ class Session:
     # ------------------------------------------------------------------ input side
 
     def offer(self, item: WireMessage | str) -> None:
-        """Queue a stream message or a control frame (non-blocking).
+        """Write or queue a stream message or a control frame (never blocks).
 
         Closes the session with 4008 when the queue already holds ``queue_size`` items.
         """
         if self.closed:
             return
-        if len(self.queue) >= self.queue_size:
+        if self.started and self._writer is None and self._can_write_now():
+            if isinstance(item, str):
+                self._write_now(item.encode())
+                self.metrics.frames_control.inc()
+                return
+            if item.epoch == self.epoch:
+                if item.seq <= self.last_sent:
+                    return
+                if item.seq == self.last_sent + 1:
+                    self._write_now(item.frame)
+                    self._account(item)
+                    return
+            # A gap or a new epoch: the writer task decides (it may need the history).
+        if self.queue is None:
+            self.queue = deque()
+        elif len(self.queue) >= self.queue_size:
             self.metrics.slow_consumer_closes.inc()
             log.info("slow_consumer", user_id=self.user_id, session=self.session_id)
             self.close(CloseCode.SLOW_CONSUMER)
             return
         self.queue.append(item)
-        if self._wake is not None:
-            self._wake.set()
+        if self.started and self._writer is None:
+            self._writer = asyncio.create_task(self._write_queue())
 
     def start(self, epoch: str, last_sent: int) -> None:
-        """Start the writer: the client has everything up to ``epoch:last_sent``."""
+        """Go live: the client has everything up to ``epoch:last_sent``; write the buffer."""
         self.epoch = epoch
         self.last_sent = last_sent
-        self._wake = asyncio.Event()
-        if self.queue:
-            self._wake.set()
-        self._writer = asyncio.create_task(self._write_loop())
+        self.started = True
+        if self.queue and self._writer is None:
+            self._writer = asyncio.create_task(self._write_queue())
 
     def close(self, code: CloseCode, reason: str | None = None) -> None:
         """End the session: stop writing, drop the queue, close the socket with ``code``."""
         if self.closed:
             return
         self.closed = True
-        self.queue.clear()
+        self.queue = None
         self.metrics.closes.labels(str(int(code))).inc()
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
@@ -152,18 +179,30 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        self.queue.clear()
+        self.queue = None
         code = self.ws.close_code if self.ws.close_code is not None else 1006
         self.metrics.closes.labels(str(code)).inc()
-        if self._writer is not None:
+        if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
         self._on_closed(self)
 
     # ------------------------------------------------------------------ output side
 
-    async def send_message(self, msg: WireMessage) -> None:
-        """Write one stream message and advance ``last_sent`` (caller ensures order)."""
-        await self.ws.send(msg.frame, text=True)
+    def _can_write_now(self) -> bool:
+        transport = self.ws.transport
+        return (
+            self.ws.protocol.state is State.OPEN
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < self.write_limit
+        )
+
+    def _write_now(self, frame: bytes) -> None:
+        # What websockets.broadcast() does for one connection: frame and write, no drain.
+        self.ws.protocol.send_text(frame)
+        self.ws.send_data()
+
+    def _account(self, msg: WireMessage) -> None:
         self.last_sent = msg.seq
         if msg.kind == KIND_NOTIFICATION:
             self.metrics.frames_notification.inc()
@@ -171,24 +210,26 @@ class Session:
         else:
             self.metrics.frames_inbox.inc()
 
+    async def send_message(self, msg: WireMessage) -> None:
+        """Write one stream message with backpressure and advance ``last_sent``."""
+        await self.ws.send(msg.frame, text=True)
+        self._account(msg)
+
     async def send_control(self, frame: str) -> None:
         """Write a frame outside the stream (``connected``, ``pong``, ``unread_count``)."""
         await self.ws.send(frame)
         self.metrics.frames_control.inc()
 
-    async def _write_loop(self) -> None:
-        assert self._wake is not None
+    async def _write_queue(self) -> None:
         try:
-            while not self.closed:
-                if not self.queue:
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
+            while self.queue and not self.closed:
                 item = self.queue.popleft()
+                if not self.queue:
+                    self.queue = None
                 if isinstance(item, str):
                     await self.send_control(item)
-                    continue
-                await self._deliver(item)
+                else:
+                    await self._deliver(item)
         except ConnectionClosed:
             self.mark_closed()
         except asyncio.CancelledError:
@@ -196,6 +237,8 @@ class Session:
         except Exception:
             log.exception("session_writer_failed", user_id=self.user_id)
             self.close(CloseCode.INTERNAL_ERROR)
+        finally:
+            self._writer = None
 
     async def _deliver(self, msg: WireMessage) -> None:
         decision = decide_live(
@@ -232,13 +275,6 @@ class Session:
             return
         for m in missing:
             await self.send_message(m)
-
-    async def wait_writer(self) -> None:
-        """Wait until the writer task ends (used at shutdown)."""
-        if self._writer is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
-
 
 def _ignore_result(task: asyncio.Future[None]) -> None:
     if not task.cancelled():

@@ -27,7 +27,7 @@ def upgrade() -> None:
     op.execute(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"')
     op.create_table(
         "processed_messages",
-        sa.Column("key", sa.String(300), primary_key=True),
+        sa.Column("key", sa.Text, primary_key=True),
         sa.Column("topic", sa.String(64), nullable=False),
         _ts("processed_at", nullable=False),
         schema=SCHEMA,
@@ -40,7 +40,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "notification_versions",
-        sa.Column("notification_id", sa.String(200), primary_key=True),
+        sa.Column("notification_id", sa.Text, primary_key=True),
         sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
         _ts("emitted_at", nullable=False),
         sa.Column("type", sa.String(100), nullable=False),
@@ -48,7 +48,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "notification_state",
-        sa.Column("notification_id", sa.String(200), primary_key=True),
+        sa.Column("notification_id", sa.Text, primary_key=True),
         sa.Column("type", sa.String(100), nullable=True),
         sa.Column("created_day", sa.Date, nullable=True),
         _ts("created_at"),
@@ -69,8 +69,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "pending_deliveries",
-        sa.Column("status_id", sa.String(300), primary_key=True),
-        sa.Column("notification_id", sa.String(200), nullable=False),
+        sa.Column("status_id", sa.Text, primary_key=True),
+        sa.Column("notification_id", sa.Text, nullable=False),
         sa.Column("version", sa.BigInteger, nullable=False),
         sa.Column("channel", sa.String(16), nullable=False),
         _ts("delivered_at", nullable=False),
@@ -104,8 +104,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "presence_sessions",
-        sa.Column("user_id", sa.String(128), primary_key=True),
-        sa.Column("instance_id", sa.String(200), primary_key=True),
+        sa.Column("user_id", sa.Text, primary_key=True),
+        sa.Column("instance_id", sa.Text, primary_key=True),
         sa.Column("online", sa.Boolean, nullable=False),
         sa.Column("sessions", sa.Integer, nullable=False),
         _ts("updated_at", nullable=False),
