@@ -23,6 +23,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -77,6 +78,93 @@ async def chromium_screenshot(url: str, out: Path, budget_ms: int = 20_000) -> N
         if proc.returncode != 0:
             raise RuntimeError(f"chromium failed ({proc.returncode}): {err.decode()[-2000:]}")
     finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+INBOX_READY = (
+    "document.getElementById('status').dataset.state === 'open'"
+    " && document.querySelectorAll('#list li').length > 0"
+)
+"""The demo inbox is drawn: its WebSocket session is open and the list is filled."""
+
+
+async def chromium_capture(url: str, out: Path, ready_js: str, timeout: float = 90.0) -> None:
+    """Screenshot ``url`` once the page script says it is ready (Chrome DevTools Protocol).
+
+    For pages that fill themselves over a WebSocket, which ``--virtual-time-budget``
+    does not wait for: the page is loaded in headless Chromium, ``ready_js`` is
+    evaluated until it is true (bounded by ``timeout`` seconds), then
+    ``Page.captureScreenshot`` gives the PNG.
+
+    Raises:
+        TimeoutError: the page did not become ready in time.
+    """
+    import base64
+    import json
+    import socket
+
+    import websockets
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    profile = tempfile.mkdtemp(prefix="clarion-chromium-")
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1000",
+        "--remote-debugging-address=127.0.0.1",
+        f"--remote-debugging-port={port}",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            targets: list[dict[str, str]] = []
+            async with httpx.AsyncClient() as http:
+                while not targets:
+                    try:
+                        listed = await http.get(f"http://127.0.0.1:{port}/json/list")
+                        targets = [t for t in listed.json() if t.get("type") == "page"]
+                    except httpx.HTTPError:
+                        pass
+                    if not targets:
+                        await asyncio.sleep(0.2)
+            async with websockets.connect(targets[0]["webSocketDebuggerUrl"], max_size=None) as cdp:
+                ids = iter(range(1, 1_000_000))
+
+                async def call(method: str, **params: object) -> dict[str, object]:
+                    ident = next(ids)
+                    await cdp.send(json.dumps({"id": ident, "method": method, "params": params}))
+                    while True:
+                        answer = json.loads(await cdp.recv())
+                        if answer.get("id") == ident:
+                            result: dict[str, object] = answer.get("result", {})
+                            return result
+
+                await call("Page.enable")
+                await call("Page.navigate", url=url)
+                while True:
+                    done = await call("Runtime.evaluate", expression=ready_js)
+                    value: Any = done.get("result")
+                    if isinstance(value, dict) and value.get("value") is True:
+                        break
+                    await asyncio.sleep(0.25)
+                await asyncio.sleep(1.0)  # let the last frames' rendering settle
+                shot = await call("Page.captureScreenshot", format="png")
+                png = base64.b64decode(str(shot["data"]))
+        await asyncio.to_thread(out.write_bytes, png)
+    finally:
+        proc.terminate()
+        await proc.wait()
         shutil.rmtree(profile, ignore_errors=True)
 
 
@@ -146,7 +234,7 @@ async def run(info: StackInfo, state: Path, out: Path, source: Path) -> None:
         user = busiest[0]
         token = issue_token(settings(), user)
         inbox = out / "demo-inbox.png"
-        await chromium_screenshot(f"{api}/?user={user}#token={token}", inbox)
+        await chromium_capture(f"{api}/?user={user}#token={token}", inbox, INBOX_READY)
         print(f"wrote {inbox} (user {user}, {counts[user]} events addressed to them)")
     finally:
         await supervisor.stop()

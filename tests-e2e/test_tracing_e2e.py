@@ -2,12 +2,16 @@
 
 Every service is launched as its own process with ``CLARION_OTEL_EXPORTER=otlp``,
 exporting OTLP/HTTP protobuf to a small receiver this test runs on 127.0.0.1. One
-event is posted to ingest-api for a user whose WebSocket session is open; once the
-session got the notification's frame, the spans the services exported must form one
-trace: ingest-api's producer span is its root, the aggregator's producer spans of
-the notification are its children, and the realtime-gateway's span for the
-notification record (which appends it to the user's stream and publishes the frame)
-is a child of those. W3C ``traceparent`` crosses Kafka between real processes twice.
+urgent event is posted to ingest-api for a user (with a profile) whose WebSocket
+session is open; once the session got the notification's frame, the spans the
+services exported must form one trace. Its root is ingest-api's HTTP server span of
+``POST /v1/events``, above ingest-api's producer span of the domain event; the
+aggregator's span for that event is a child of the producer span, and what the
+aggregator produced for the event (notification, push request, immediate email)
+continues below it: the realtime-gateway's span for the notification record (which
+appends it to the user's stream and publishes the frame) and push-worker's and
+email-worker's consumer spans. W3C ``traceparent`` crosses Kafka between real
+processes twice on each of the three paths.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from clarion_contracts.registry import DOMAIN_EVENTS, NOTIFICATIONS
+from clarion_contracts.registry import DOMAIN_EVENTS, EMAIL_REQUESTS, NOTIFICATIONS, PUSH_REQUESTS
+from clarion_devstack.drain import wait_drained
 from clarion_devstack.observer import LatencyObserver
+from clarion_devstack.replay.client import profile_body
 from clarion_devstack.stack import StackInfo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(400)]
@@ -184,13 +190,32 @@ async def test_one_event_is_one_trace_across_services(
         "actor": {"id": actor, "name": actor},
         "recipients": [recipient],
         "object": {"type": "repo", "id": f"{recipient}/traced", "title": f"{recipient}/traced"},
+        # Urgent: push and an immediate email too, whatever the presence (routing rules).
+        "priority": "urgent",
     }
     async with launch(devstack, tmp_path) as clarion:
         events_topic = clarion.topic_prefix + DOMAIN_EVENTS.name
         notes_topic = clarion.topic_prefix + NOTIFICATIONS.name
+        consumers = {
+            "realtime-gateway": f"{notes_topic} process",
+            "push-worker": f"{clarion.topic_prefix}{PUSH_REQUESTS.name} process",
+            "email-worker": f"{clarion.topic_prefix}{EMAIL_REQUESTS.name} process",
+        }
         observer = LatencyObserver(clarion.gateway(), [recipient])
         await observer.start(timeout=30)
         async with httpx.AsyncClient(base_url=clarion.api, timeout=30) as client:
+            profile = await client.put(
+                f"/v1/users/{recipient}",
+                json=profile_body(recipient),
+                headers={"Authorization": f"Bearer {dev_key()}"},
+            )
+            assert profile.status_code in (200, 201, 202), profile.text
+            # The aggregator and email-worker know the address before the event arrives.
+            await wait_drained(
+                clarion.info.kafka_bootstrap_servers,
+                topic_prefix=clarion.topic_prefix,
+                timeout=120,
+            )
             response = await client.post(
                 "/v1/events", json=event, headers={"Authorization": f"Bearer {dev_key()}"}
             )
@@ -199,61 +224,84 @@ async def test_one_event_is_one_trace_across_services(
         (frame,) = observer.seen[recipient]
         await observer.stop()
 
-        def root_span() -> ExportedSpan | None:
-            roots = [
+        def produced() -> ExportedSpan | None:
+            """ingest-api's producer span of the domain event's record."""
+            found = [
                 s
                 for s in receiver.snapshot()
-                if s.service == "ingest-api"
-                and s.attributes.get("messaging.destination.name") == events_topic
-                and not s.parent_id
+                if s.service == "ingest-api" and s.name == f"{events_topic} create"
             ]
-            assert len(roots) <= 1, "one event, one recipient: one record produced"
-            return roots[0] if roots else None
+            assert len(found) <= 1, "one event, one recipient: one record produced"
+            return found[0] if found else None
 
-        def gateway_span() -> ExportedSpan | None:
-            root = root_span()
-            if root is None:
+        def consumer_span(service: str) -> ExportedSpan | None:
+            """``service``'s consumer span in the event's trace (None until exported)."""
+            event_span = produced()
+            if event_span is None:
                 return None
             return next(
                 (
                     s
                     for s in receiver.snapshot()
-                    if s.trace_id == root.trace_id
-                    and s.service == "realtime-gateway"
-                    and s.name == f"{notes_topic} process"
+                    if s.trace_id == event_span.trace_id
+                    and s.service == service
+                    and s.name == consumers[service]
                 ),
                 None,
             )
 
-        await wait_for(lambda: gateway_span() is not None, 60, "the gateway's span", receiver)
+        def complete() -> list[ExportedSpan] | None:
+            """The event's trace once the gateway's span and every span's parent arrived."""
+            event_span = produced()
+            if event_span is None or any(consumer_span(c) is None for c in consumers):
+                return None
+            spans = [s for s in receiver.snapshot() if s.trace_id == event_span.trace_id]
+            ids = {s.span_id for s in spans}
+            return spans if all(not s.parent_id or s.parent_id in ids for s in spans) else None
 
-    root = root_span()
-    gateway = gateway_span()
-    assert root is not None
-    assert gateway is not None
-    trace_spans = [s for s in receiver.snapshot() if s.trace_id == root.trace_id]
+        await wait_for(lambda: complete() is not None, 90, "the whole trace", receiver)
+        trace_spans = complete()
+
+        hops = {service: consumer_span(service) for service in consumers}
+
+    event_span = produced()
+    assert event_span is not None
+    assert trace_spans is not None
     by_id = {s.span_id: s for s in trace_spans}
+    assert len(by_id) == len(trace_spans), "a span was exported twice"
     services = {s.service for s in trace_spans}
-    assert {"ingest-api", "aggregator", "realtime-gateway"} <= services, services
+    assert {"ingest-api", "aggregator", *consumers} <= services, describe(trace_spans)
 
-    # Parent links are consistent: one root, every other span's parent is in the trace.
-    assert [s for s in trace_spans if not s.parent_id] == [root]
+    # Parent links are consistent: one root (ingest-api's HTTP server span of the
+    # request), and every other span's parent is in the trace.
+    roots = [s for s in trace_spans if not s.parent_id]
+    assert len(roots) == 1, describe(trace_spans)
+    (root,) = roots
+    assert root.service == "ingest-api"
+    assert root.attributes.get("http.route") == "/v1/events"
     for span in trace_spans:
         ancestors(span, by_id)
 
-    # The gateway's span descends from an aggregator producer span of the notification,
-    # which descends from ingest-api's producer span of the domain event.
-    chain = ancestors(gateway, by_id)
-    assert chain[-1] == root
-    hop = next(s for s in chain if s.service == "aggregator")
-    assert hop.attributes.get("messaging.destination.name") == notes_topic
+    # Each consumer's span for its record <- the aggregator's span(s) for the domain event
+    # (its consumer span, and producer spans if it publishes through FastStream) <-
+    # ingest-api's producer span of the domain event <- ... <- the HTTP request.
+    for service, consumed in hops.items():
+        assert consumed is not None
+        chain = ancestors(consumed, by_id)
+        assert chain[-1] == root
+        assert chain[0].service == "aggregator", (service, describe(chain))
+        aggregator = [s for s in chain if s.service == "aggregator"]
+        assert aggregator[-1].name == f"{events_topic} process"
+        assert by_id[aggregator[-1].parent_id] == event_span
+    gateway = hops["realtime-gateway"]
+    assert gateway is not None
     assert gateway.attributes.get("messaging.kafka.message.offset") is not None
     assert frame.version == 1
 
     print(
-        f"\ntrace {root.trace_id}: "
-        + ", ".join(
-            f"{s.service}:{s.name}"
+        f"\ntrace {root.trace_id}:\n"
+        + "".join(
+            f"  {len(ancestors(s, by_id))} {s.service}: {s.name}\n"
             for s in sorted(trace_spans, key=lambda s: len(ancestors(s, by_id)))
         )
         + f" ({receiver.requests} OTLP requests, {len(receiver.snapshot())} spans in all)"

@@ -14,6 +14,13 @@ from clarion_kit.tracing import configure_tracing
 _SPANS = InMemorySpanExporter()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tracer_provider() -> None:
+    """Install the process tracer provider first: ``create_broker`` would otherwise install
+    one named after the first test's settings (``clarion_kit.tracing.ensure_tracing``)."""
+    configure_tracing(ServiceSettings(service_name="kit-tests"), exporter=_SPANS)
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No ``CLARION_*`` variable of the outer environment leaks into settings tests."""

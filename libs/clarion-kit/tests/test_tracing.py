@@ -177,13 +177,57 @@ async def test_published_record_continues_the_trace_in_its_headers(
         parent = inject({})
     async with TestKafkaBroker(broker) as br:
         with tracer.start_as_current_span("batch") as batch:
-            await br.publish("x", "t.out", headers=parent)  # explicit parent: upstream
+            sent = dict(parent)
+            await br.publish("x", "t.out", headers=sent)  # explicit parent: upstream
             await br.publish("y", "t.out")  # none: the current (batch) span
-    first = trace.get_current_span(extract(got[0])).get_span_context()
-    second = trace.get_current_span(extract(got[1])).get_span_context()
-    assert first.trace_id == upstream.get_span_context().trace_id
+            await br.publish("z", "t.out", headers=sent)  # the same dict again
+    assert sent == parent  # the caller's headers are not rewritten
+    first, second, third = (trace.get_current_span(extract(g)).get_span_context() for g in got)
+    assert first.trace_id == third.trace_id == upstream.get_span_context().trace_id
     assert second.trace_id == batch.get_span_context().trace_id
     creates = {s.context.span_id: s for s in spans.get_finished_spans()}
-    hop = creates[first.span_id]
-    assert hop.parent is not None
-    assert hop.parent.span_id == upstream.get_span_context().span_id
+    for hop in (creates[first.span_id], creates[third.span_id]):
+        assert hop.parent is not None
+        assert hop.parent.span_id == upstream.get_span_context().span_id
+
+
+def test_continue_traces_gives_each_item_a_child_span(spans: InMemorySpanExporter) -> None:
+    from clarion_kit.tracing import continue_traces
+
+    with get_tracer("t").start_as_current_span("upstream") as upstream:
+        carrier = inject([])
+    spans.clear()
+    attrs = {"messaging.destination.name": "t.events"}
+    with continue_traces("t.events process", [carrier, None], attributes=attrs) as out:
+        assert len(out) == 2
+    first, second = spans.get_finished_spans()
+    assert first.parent is not None
+    assert first.parent.span_id == upstream.get_span_context().span_id
+    assert second.parent is None
+    assert first.attributes["messaging.destination.name"] == "t.events"
+    for span, headers in zip((first, second), out, strict=True):
+        # What the item produces continues the trace below its span.
+        parent = trace.get_current_span(extract(headers)).get_span_context()
+        assert (parent.trace_id, parent.span_id) == (span.context.trace_id, span.context.span_id)
+
+
+def test_configuring_twice_from_settings_adds_one_exporter(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clarion_kit import tracing
+
+    made: list[InMemorySpanExporter] = []
+
+    def create(_: ServiceSettings) -> InMemorySpanExporter:
+        made.append(InMemorySpanExporter())
+        return made[-1]
+
+    monkeypatch.setattr(tracing, "create_exporter", create)
+    settings = ServiceSettings(otel_exporter="otlp", otel_endpoint="http://127.0.0.1:9/v1/traces")
+    provider = configure_tracing(settings)
+    configure_tracing(settings)
+    assert len(made) == 1
+    with get_tracer("t").start_as_current_span("exported-once"):
+        pass
+    provider.force_flush()
+    assert [s.name for s in made[0].get_finished_spans()] == ["exported-once"]

@@ -6,19 +6,17 @@ fixtures of the clarion_devstack pytest plugin (embedded Tansu broker and Redis)
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from clarion_contracts.base import ContractModel
-from clarion_contracts.v1 import DomainEvent
 
 from clarion_aggregator.settings import AggregatorSettings
+from clarion_contracts.v1 import DomainEvent
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -95,16 +93,6 @@ async def producer(devstack: Any) -> AsyncIterator[AIOKafkaProducer]:
         await prod.stop()
 
 
-async def send_all(
-    producer: AIOKafkaProducer, topic: str, messages: list[ContractModel], key: Callable[..., str]
-) -> None:
-    """Produce every message (keyed by ``key(message)``) and wait for all acknowledgements."""
-    futures = [
-        await producer.send(topic, m.to_bytes(), key=key(m).encode()) for m in messages
-    ]
-    await asyncio.gather(*futures)
-
-
 class TopicReader:
     """Reads every record of one topic from the beginning (no consumer group)."""
 
@@ -171,11 +159,6 @@ async def reader(devstack: Any) -> AsyncIterator[Callable[[str], Any]]:
     yield open_reader
     for r in readers:
         await r.stop()
-
-
-def minutes(n: float) -> timedelta:
-    """``timedelta(minutes=n)``."""
-    return timedelta(minutes=n)
 
 
 @pytest.fixture

@@ -20,8 +20,15 @@ from clarion_aggregator.domain.grouping import (
 MIN = 60_000
 
 
-def apply(groups: InMemoryGroups, event_id: str, at_ms: int, actor: str, window_ms: int = 5 * MIN,
-          recipient: str = "bob", max_actors: int = 3) -> tuple[Outcome, GroupState]:
+def apply(
+    groups: InMemoryGroups,
+    event_id: str,
+    at_ms: int,
+    actor: str,
+    window_ms: int = 5 * MIN,
+    recipient: str = "bob",
+    max_actors: int = 3,
+) -> tuple[Outcome, GroupState]:
     return groups.apply(
         recipient_id=recipient,
         event_type="post.liked",
@@ -63,7 +70,8 @@ def test_event_at_window_end_starts_a_new_group() -> None:
     assert second.version == 1
     # the new group is the open one: a later event in ITS window joins it
     out3, third = apply(groups, "e3", 9 * MIN, "dave")
-    assert out3 is Outcome.UPDATED and third is second
+    assert out3 is Outcome.UPDATED
+    assert third is second
 
 
 def test_window_zero_makes_every_event_its_own_notification() -> None:
@@ -95,7 +103,8 @@ def test_duplicate_of_an_event_in_a_closed_group_returns_that_group() -> None:
     _, old = apply(groups, "e1", 0, "alice")
     apply(groups, "e2", 10 * MIN, "carol")
     out, g = apply(groups, "e1", 0, "alice")
-    assert out is Outcome.DUPLICATE and g is old
+    assert out is Outcome.DUPLICATE
+    assert g is old
 
 
 def test_dedup_is_per_recipient() -> None:

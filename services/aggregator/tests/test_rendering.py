@@ -15,7 +15,7 @@ R = Renderer()
 POST = {"type": "post", "id": "p1", "title": "Hello"}
 
 
-def liked(names: list[str], count: int, obj: dict[str, str] | None = None, locale: str = "en"):  # noqa: ANN201
+def liked(names: list[str], count: int, obj: dict[str, str] | None = None, locale: str = "en"):
     return R.render("post.liked", locale, actor_names=names, actor_count=count, obj=obj or POST)
 
 
@@ -51,8 +51,14 @@ def test_script_names_are_neutralised() -> None:
 
 
 def test_body_with_untrusted_markup_is_cleaned() -> None:
-    out = R.render("post.commented", "en", actor_names=["a"], actor_count=1, obj=POST,
-                   data={"comment": 'nice <a href="javascript:alert(1)">x</a>\nsecond line'})
+    out = R.render(
+        "post.commented",
+        "en",
+        actor_names=["a"],
+        actor_count=1,
+        obj=POST,
+        data={"comment": 'nice <a href="javascript:alert(1)">x</a>\nsecond line'},
+    )
     assert out.title == "a commented on your post “Hello”"
     assert out.body == 'nice <a href="javascript:alert(1)">x</a>\nsecond line'
     assert "<a " not in out.body_html
@@ -66,9 +72,12 @@ def test_control_characters_and_bidi_overrides_are_removed() -> None:
 
 
 def test_sanitize_html_allows_only_safe_tags() -> None:
-    html = '<p onclick="x"><strong>a</strong><a href="https://e.org" target="_blank">l</a><iframe></iframe></p>'
-    out = sanitize_html(html)
-    assert out == '<p><strong>a</strong><a href="https://e.org" rel="noopener noreferrer nofollow">l</a></p>'
+    html = (
+        '<p onclick="x"><strong>a</strong>'
+        '<a href="https://e.org" target="_blank">l</a><iframe></iframe></p>'
+    )
+    link = '<a href="https://e.org" rel="noopener noreferrer nofollow">l</a>'
+    assert sanitize_html(html) == f"<p><strong>a</strong>{link}</p>"
 
 
 def test_locale_fallback() -> None:
@@ -93,7 +102,9 @@ def test_locale_specific_template(tmp_path: Path) -> None:
 
 def test_templates_are_sandboxed(tmp_path: Path) -> None:
     (tmp_path / "en").mkdir()
-    (tmp_path / "en" / "default.j2").write_text("{{ actors.__class__.__mro__[1].__subclasses__() }}\n")
+    (tmp_path / "en" / "default.j2").write_text(
+        "{{ actors.__class__.__mro__[1].__subclasses__() }}\n"
+    )
     with pytest.raises(SecurityError):
         Renderer(tmp_path).render("x", "en", actor_names=["a"], actor_count=1, obj=POST)
 
@@ -103,9 +114,14 @@ def test_every_packaged_template_renders() -> None:
 
     rules = load_rules()
     for rule in [rules.default, *rules.rules.values()]:
-        out = R.render(rule.template, "en", actor_names=["alice"], actor_count=1,
-                       obj={"type": "repo", "id": "o/r", "title": "o/r"},
-                       data={"title": "T", "body": "B"})
+        out = R.render(
+            rule.template,
+            "en",
+            actor_names=["alice"],
+            actor_count=1,
+            obj={"type": "repo", "id": "o/r", "title": "o/r"},
+            data={"title": "T", "body": "B"},
+        )
         assert out.title
         assert out.body_html.startswith("<p>")
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from clarion_contracts.base import Channel, Priority
-from clarion_contracts.v1 import Preferences
 
 from clarion_aggregator.domain.routing import EmailMode, channel_enabled, effective_timezone, route
 from clarion_aggregator.domain.rules import AggregationRule, load_rules
+from clarion_contracts.base import Channel, Priority
+from clarion_contracts.v1 import Preferences
 
 RULES = load_rules()
 LIKED = RULES.for_type("post.liked")
@@ -22,11 +22,23 @@ def prefs(**kw: Any) -> Preferences:
     return Preferences.model_validate({"user_id": "bob", "updated_at": NOON.isoformat(), **kw})
 
 
-def go(rule: AggregationRule = LIKED, priority: Priority = Priority.NORMAL,
-       p: Preferences | None = None, online: bool = False, now: datetime = NOON,
-       tz: str | None = None):  # noqa: ANN202
-    return route(rule=rule, priority=priority, object_ref="post:p1", prefs=p,
-                 profile_timezone=tz, online=online, now=now)
+def go(
+    rule: AggregationRule = LIKED,
+    priority: Priority = Priority.NORMAL,
+    p: Preferences | None = None,
+    online: bool = False,
+    now: datetime = NOON,
+    tz: str | None = None,
+):
+    return route(
+        rule=rule,
+        priority=priority,
+        object_ref="post:p1",
+        prefs=p,
+        profile_timezone=tz,
+        online=online,
+        now=now,
+    )
 
 
 def test_defaults_offline_user() -> None:
@@ -34,7 +46,8 @@ def test_defaults_offline_user() -> None:
     assert not r.suppressed
     assert (r.in_app, r.push, r.email) == (True, True, EmailMode.DIGEST)
     assert r.not_before is None
-    assert r.digest is not None and r.digest.end == datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
+    assert r.digest is not None
+    assert r.digest.end == datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
     assert r.channels == [Channel.IN_APP, Channel.PUSH, Channel.EMAIL]
 
 
@@ -52,7 +65,8 @@ def test_high_priority_email_is_immediate() -> None:
 
 def test_muted_object_suppresses_everything() -> None:
     r = go(p=prefs(muted_objects=["post:p1"]), priority=Priority.URGENT)
-    assert r.suppressed and r.channels == []
+    assert r.suppressed
+    assert r.channels == []
     assert not go(p=prefs(muted_objects=["post:p2"])).suppressed
 
 
@@ -69,18 +83,25 @@ def test_category_switches() -> None:
 def test_unset_switch_falls_back_to_rule_default() -> None:
     rule = RULES.for_type("clarion.announcement")  # default channels: in_app, push
     assert channel_enabled(None, rule, Channel.EMAIL) is False
-    assert channel_enabled(prefs(categories={"announcements": {"push": False}}), rule,
-                           Channel.EMAIL) is False
-    assert channel_enabled(prefs(categories={"announcements": {"email": True}}), rule,
-                           Channel.EMAIL) is True
+    assert (
+        channel_enabled(prefs(categories={"announcements": {"push": False}}), rule, Channel.EMAIL)
+        is False
+    )
+    assert (
+        channel_enabled(prefs(categories={"announcements": {"email": True}}), rule, Channel.EMAIL)
+        is True
+    )
 
 
-@pytest.mark.parametrize(("digest", "mode"), [("off", EmailMode.NONE), ("hourly", EmailMode.DIGEST)])
+@pytest.mark.parametrize(
+    ("digest", "mode"), [("off", EmailMode.NONE), ("hourly", EmailMode.DIGEST)]
+)
 def test_digest_preference(digest: str, mode: EmailMode) -> None:
     r = go(p=prefs(email_digest=digest))
     assert r.email is mode
     if mode is EmailMode.DIGEST:
-        assert r.digest is not None and r.digest.end == datetime(2026, 1, 5, 13, tzinfo=UTC)
+        assert r.digest is not None
+        assert r.digest.end == datetime(2026, 1, 5, 13, tzinfo=UTC)
 
 
 def test_digest_off_still_sends_immediate_email() -> None:
@@ -90,7 +111,8 @@ def test_digest_off_still_sends_immediate_email() -> None:
 def test_quiet_hours_defer_push_and_immediate_email() -> None:
     p = prefs(quiet_hours={"start": "22:00", "end": "07:00"})
     r = go(p=p, now=NIGHT, priority=Priority.HIGH)
-    assert r.push and r.email is EmailMode.IMMEDIATE
+    assert r.push
+    assert r.email is EmailMode.IMMEDIATE
     assert r.not_before == datetime(2026, 1, 6, 7, 0, tzinfo=UTC)
     assert go(p=p, now=NOON).not_before is None
 
@@ -98,7 +120,8 @@ def test_quiet_hours_defer_push_and_immediate_email() -> None:
 def test_urgent_bypasses_quiet_hours() -> None:
     p = prefs(quiet_hours={"start": "22:00", "end": "07:00"})
     r = go(p=p, now=NIGHT, priority=Priority.URGENT)
-    assert r.push and r.not_before is None
+    assert r.push
+    assert r.not_before is None
 
 
 def test_quiet_hours_in_profile_timezone() -> None:

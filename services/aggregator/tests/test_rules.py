@@ -6,10 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from clarion_contracts.base import Channel, Priority
 
 from clarion_aggregator.domain.rendering import Renderer
 from clarion_aggregator.domain.rules import RulesError, load_rules, parse_duration, parse_rules
+from clarion_contracts.base import Channel, Priority
 
 PACKAGED = {
     "post.liked": (timedelta(minutes=5), 3, "social"),
@@ -112,8 +112,10 @@ def test_bad_documents_are_refused(document: dict[str, object]) -> None:
 
 def test_load_rules_from_another_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text("default:\n  window: 1m\n  max_actors: 2\n  category: c\n"
-                    "  channels: [push]\n  priority: high\n  template: default\n")
+    path.write_text(
+        "default:\n  window: 1m\n  max_actors: 2\n  category: c\n"
+        "  channels: [push]\n  priority: high\n  template: default\n"
+    )
     rule = load_rules(path).for_type("x.y")
     assert (rule.window, rule.max_actors, rule.priority) == (timedelta(minutes=1), 2, Priority.HIGH)
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from clarion_contracts.v1 import QuietHours
 from hypothesis import given
 from hypothesis import strategies as st
 
 from clarion_aggregator.domain.schedule import digest_period, quiet_hours_end, zone
+from clarion_contracts.v1 import QuietHours
 
 PARIS = ZoneInfo("Europe/Paris")
 NY = ZoneInfo("America/New_York")
@@ -27,7 +27,9 @@ def q(start: str, end: str) -> QuietHours:
 
 def test_no_quiet_hours() -> None:
     assert quiet_hours_end(datetime(2026, 1, 1, 3, tzinfo=UTC), None, UTC_ZONE) is None
-    assert quiet_hours_end(datetime(2026, 1, 1, 3, tzinfo=UTC), q("08:00", "08:00"), UTC_ZONE) is None
+    assert (
+        quiet_hours_end(datetime(2026, 1, 1, 3, tzinfo=UTC), q("08:00", "08:00"), UTC_ZONE) is None
+    )
 
 
 def test_same_day_period() -> None:
@@ -50,9 +52,7 @@ def test_same_day_period() -> None:
         ((2026, 1, 6, 12, 0), None),
     ],
 )
-def test_period_across_midnight(
-    now: tuple[int, ...], expected: tuple[int, ...] | None
-) -> None:
+def test_period_across_midnight(now: tuple[int, ...], expected: tuple[int, ...] | None) -> None:
     end = quiet_hours_end(local(PARIS, *now), q("22:00", "07:00"), PARIS)
     assert end == (local(PARIS, *expected) if expected else None)
     if end is not None:
@@ -94,7 +94,8 @@ def test_fall_back_ambiguous_end_during_second_pass() -> None:
     now = local(PARIS, 2026, 10, 25, 2, 15, fold=1)
     end = quiet_hours_end(now, q("01:00", "02:30"), PARIS)
     assert end == local(PARIS, 2026, 10, 25, 2, 30, fold=1).astimezone(UTC)
-    assert end is not None and end - now.astimezone(UTC) == timedelta(minutes=15)
+    assert end is not None
+    assert end - now.astimezone(UTC) == timedelta(minutes=15)
 
 
 @given(
@@ -102,7 +103,10 @@ def test_fall_back_ambiguous_end_during_second_pass() -> None:
         min_value=datetime(2025, 1, 1), max_value=datetime(2028, 1, 1), timezones=st.just(UTC)
     ),
     st.sampled_from(["Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]),
-    st.integers(0, 23), st.sampled_from([0, 30]), st.integers(0, 23), st.sampled_from([0, 30]),
+    st.integers(0, 23),
+    st.sampled_from([0, 30]),
+    st.integers(0, 23),
+    st.sampled_from([0, 30]),
 )
 def test_quiet_end_is_in_the_future_and_not_quiet(
     now: datetime, tz_name: str, sh: int, sm: int, eh: int, em: int
@@ -139,7 +143,8 @@ def test_hourly_digest_period() -> None:
 def test_hourly_digest_in_half_hour_zone() -> None:
     kolkata = ZoneInfo("Asia/Kolkata")
     p = digest_period(local(kolkata, 2026, 1, 5, 10, 42), "hourly", kolkata)
-    assert p is not None and p.end == local(kolkata, 2026, 1, 5, 11, 0)
+    assert p is not None
+    assert p.end == local(kolkata, 2026, 1, 5, 11, 0)
 
 
 def test_daily_digest_due_at_the_local_hour() -> None:
@@ -148,7 +153,8 @@ def test_daily_digest_due_at_the_local_hour() -> None:
     assert before.end == local(NY, 2026, 1, 5, 9, 0)
     assert before.start == local(NY, 2026, 1, 4, 9, 0)
     at = digest_period(local(NY, 2026, 1, 5, 9, 0), "daily", NY, 9)
-    assert at is not None and at.end == local(NY, 2026, 1, 6, 9, 0)
+    assert at is not None
+    assert at.end == local(NY, 2026, 1, 6, 9, 0)
 
 
 def test_daily_digest_across_dst() -> None:

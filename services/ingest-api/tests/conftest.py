@@ -84,22 +84,39 @@ class Ingest:
     def topic(self, spec: TopicSpec) -> str:
         return self.settings.topic(spec)
 
-    async def produce(self, spec: TopicSpec, records: list[tuple[bytes | None, bytes]]) -> None:
+    async def produce(
+        self,
+        spec: TopicSpec,
+        records: list[tuple[bytes | None, bytes]],
+        *,
+        together: bool = False,
+    ) -> None:
+        """Produce ``records`` one after the other, or (``together``) in one produce
+        request per partition so a consumer fetches them as one batch."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all"
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            acks="all",
+            linger_ms=50 if together else 0,
         )
         await producer.start()
         try:
-            for key, value in records:
-                await producer.send_and_wait(self.topic(spec), value, key=key)
+            if together:
+                futures = [
+                    await producer.send(self.topic(spec), value, key=key) for key, value in records
+                ]
+                await asyncio.gather(*futures)
+            else:
+                for key, value in records:
+                    await producer.send_and_wait(self.topic(spec), value, key=key)
         finally:
             await producer.stop()
 
     async def read_topic(
-        self, spec: TopicSpec, expect: int, timeout: float = WAIT_SECONDS
+        self, spec: TopicSpec, expect: int, timeout: float = WAIT_SECONDS, *, dlq: bool = False
     ) -> list[Any]:
-        """Every record of the topic from the start, once ``expect`` arrived (or on timeout)."""
-        topic = self.topic(spec)
+        """Every record of the topic (or its DLQ) from the start, once ``expect`` arrived
+        (or on timeout)."""
+        topic = self.settings.dlq(spec) if dlq else self.topic(spec)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             enable_auto_commit=False,

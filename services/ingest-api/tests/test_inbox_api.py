@@ -438,3 +438,130 @@ async def test_bad_user_requests_change_nothing(inbox_service: Any) -> None:
     prefs = await svc.http.get("/v1/me/preferences", headers=bob)
     assert prefs.json()["updated_at"] is None
     assert await svc.read_topic(INBOX_EVENTS, 1, timeout=1.0) == []
+
+
+async def test_poison_records_in_a_batch_go_to_the_dlq_and_the_rest_is_applied(
+    inbox_service: Any,
+) -> None:
+    svc = inbox_service
+    good = notification("p1", "bob")
+    # The database refuses a NUL character (SQLSTATE 22P05 / 22021): that record alone
+    # is refused once the batch is applied record by record.
+    refused = notification("p2", "bob", title="nul \x00 byte")
+    later = notification("p3", "bob", minutes=1)
+    await svc.produce(
+        NOTIFICATIONS,
+        [
+            (b"bob", good.to_bytes()),
+            (b"bob", b"{not json"),
+            (b"bob", b'{"schema_version": 1, "notification_id": "half"}'),
+            (b"bob", refused.to_bytes()),
+            (b"bob", later.to_bytes()),
+        ],
+        together=True,
+    )
+    await wait_for(svc, "bob", "p1")
+    await wait_for(svc, "bob", "p3")
+    missing = await svc.http.get("/v1/me/notifications/p2", headers=svc.user_headers("bob"))
+    assert missing.status_code == 404
+    assert [n["id"] for n in (await inbox(svc, "bob"))["items"]] == ["p3", "p1"]
+
+    dead = await svc.read_topic(NOTIFICATIONS, 3, dlq=True)
+    assert [r.value for r in dead][:2] == [
+        b"{not json",
+        b'{"schema_version": 1, "notification_id": "half"}',
+    ]
+    assert Notification.from_bytes(dead[2].value).notification_id == "p2"
+    for record in dead:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["x-clarion-original-topic"] == svc.topic(NOTIFICATIONS)
+        assert headers["x-clarion-error-type"]
+        assert headers["x-clarion-error"]
+        assert record.key == b"bob"
+    types = [dict(r.headers)["x-clarion-error-type"].decode() for r in dead]
+    assert types[0] == types[1] == "ValidationError"
+    assert types[2] != "ValidationError"
+
+    # The partition is not blocked: a later record is still applied.
+    await publish(svc, notification("p4", "bob", minutes=2))
+    await wait_for(svc, "bob", "p4")
+
+
+async def test_a_batch_applies_the_newest_version_and_refreshes_every_users_counts(
+    inbox_service: Any,
+) -> None:
+    svc = inbox_service
+    await publish(svc, notification("v1", "bob"), notification("w1", "carol"))
+    await wait_for(svc, "bob", "v1")
+    await wait_for(svc, "carol", "w1")
+    assert (await counts(svc, "bob"))["unread"] == 1  # cached now
+    assert (await counts(svc, "carol"))["unread"] == 1
+    read = await svc.http.post("/v1/me/notifications/v1/read", headers=svc.user_headers("bob"))
+    assert read.status_code == 200
+    deleted = await svc.http.delete("/v1/me/notifications/w1", headers=svc.user_headers("carol"))
+    assert deleted.status_code == 204
+
+    batch = [
+        notification("v1", "bob", version=3, minutes=3, title="three"),
+        notification("v1", "bob", version=2, minutes=2, title="two"),
+        notification("v2", "bob", minutes=4),
+        notification("w1", "carol", version=2, minutes=5, title="after delete"),
+        notification("w2", "carol", minutes=6),
+        notification("v1", "bob", version=3, minutes=3, title="three again"),
+    ]
+    await svc.produce(
+        NOTIFICATIONS, [(n.recipient_id.encode(), n.to_bytes()) for n in batch], together=True
+    )
+    await wait_for(svc, "carol", "w2")
+    found = await wait_for(svc, "bob", "v2")
+    assert found["read"] is False
+    v1 = await wait_for(svc, "bob", "v1", version=3)
+    assert v1["title"] in ("three", "three again")
+    assert v1["read"] is False  # a new version is unread again
+    gone = await svc.http.get("/v1/me/notifications/w1", headers=svc.user_headers("carol"))
+    assert gone.status_code == 404  # deleted stays deleted
+    assert (await counts(svc, "bob"))["unread"] == 2
+    assert (await counts(svc, "carol"))["unread"] == 1
+    assert (await counts(svc, "carol"))["total"] == 1
+
+
+async def test_delivery_statuses_of_one_batch_keep_the_latest_per_channel(
+    start_ingest: Any,
+) -> None:
+    async with start_ingest(consume_notifications=True, consume_delivery_status=True) as svc:
+        await publish(svc, notification("s1", "bob"))
+        await wait_for(svc, "bob", "s1")
+        at = datetime.now(UTC)
+
+        def st(channel: str, state: str, user: str = "bob") -> tuple[bytes, bytes]:
+            status = DeliveryStatus(
+                status_id=f"s1:{channel}:{state}:{user}",
+                notification_id="s1",
+                version=1,
+                recipient_id=user,
+                channel=channel,
+                status=state,
+                occurred_at=at,
+            )
+            return (b"s1", status.to_bytes())
+
+        await svc.produce(
+            DELIVERY_STATUS,
+            [
+                st("push", "retrying"),
+                (b"s1", b"\xff not utf-8"),
+                st("email", "deferred"),
+                st("push", "delivered"),
+                st("push", "failed", user="mallory"),
+                st("email", "bounced"),
+            ],
+            together=True,
+        )
+
+        async def recorded() -> bool:
+            found = await wait_for(svc, "bob", "s1")
+            return bool(found["deliveries"] == {"push": "delivered", "email": "bounced"})
+
+        await svc.eventually(recorded)
+        dead = await svc.read_topic(DELIVERY_STATUS, 1, dlq=True)
+        assert [r.value for r in dead] == [b"\xff not utf-8"]

@@ -76,9 +76,14 @@ class CallerTraceContextMiddleware(BaseMiddleware):
     async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
         """Publish ``cmd`` with the context of its ``traceparent`` header current."""
         headers = getattr(cmd, "headers", None)
-        parent = extract(headers) if headers else None
-        if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
+        if not isinstance(headers, dict):
             return await call_next(cmd)
+        parent = extract(headers)
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            return await call_next(cmd)
+        # The telemetry middleware writes its own traceparent into the headers in place:
+        # a copy keeps the caller's dict (often shared by several records) unchanged.
+        cmd.headers = dict(headers)
         token = otel_context.attach(parent)
         try:
             return await call_next(cmd)

@@ -36,6 +36,8 @@ H = TypeVar("H", bound="MutableMapping[str, Any] | HeaderList")
 
 
 _attached: set[int] = set()
+_configured: set[tuple[str, str | None]] = set()
+"""(exporter kind, endpoint) pairs already exporting, from settings."""
 
 
 def create_exporter(settings: ServiceSettings) -> SpanExporter | None:
@@ -75,9 +77,14 @@ def configure_tracing(
 
     OpenTelemetry allows one global provider per process: when one is already
     installed, the new exporter is added to it (once) and the existing provider is returned.
+    Calling it again with settings naming the same exporter and endpoint adds nothing.
     """
     if exporter is None:
-        exporter = create_exporter(settings)
+        target = (settings.otel_exporter, settings.otel_endpoint)
+        # A second configuration from the same settings adds nothing (no duplicate spans).
+        exporter = None if target in _configured else create_exporter(settings)
+        if exporter is not None:
+            _configured.add(target)
         if batch is None and settings.otel_exporter == "otlp":
             batch = True
     processor = None
@@ -251,8 +258,54 @@ def record_spans(
         )
         for record in records
     ]
-    try:
+    with _ending(spans):
         yield spans
+
+
+@contextlib.contextmanager
+def continue_traces(
+    name: str,
+    carriers: Iterable[Mapping[str, Any] | Iterable[tuple[str, Any]] | None],
+    *,
+    attributes: Mapping[str, str | int] | None = None,
+    tracer: trace.Tracer | None = None,
+) -> Iterator[list[dict[str, str]]]:
+    """One ``CONSUMER`` span per item of a batch, each continuing the item's own trace.
+
+    For batch handlers that already parsed their records: ``carriers`` are the items'
+    Kafka headers (W3C Trace Context), in item order. Each span is a child of its
+    carrier's ``traceparent`` (a new trace when there is none); what the handler
+    produces for item *i* carries ``yielded[i]`` as its headers, so it continues the
+    trace below that span (see :class:`clarion_kit.kafka.CallerTraceContextMiddleware`,
+    or send the headers with a raw producer). Spans end on exit, with the exception
+    recorded and status ``ERROR`` if one escapes.
+
+    Args:
+        name: span name, e.g. ``"clarion.domain-events.v1 process"``.
+        carriers: the items' headers (dict, ``[(name, bytes)]`` or None).
+        attributes: set on every span (e.g. ``messaging.destination.name``).
+        tracer: default: the global provider's ``clarion_kit.tracing`` tracer.
+
+    Yields:
+        ``[{"traceparent": ...}]`` (plus ``tracestate`` when set), one dict per item.
+    """
+    tracer = tracer or get_tracer(__name__)
+    attrs: dict[str, str | int] = {"messaging.system": "kafka", "messaging.operation": "process"}
+    attrs.update(attributes or {})
+    spans = [
+        tracer.start_span(
+            name, context=extract(carrier), kind=trace.SpanKind.CONSUMER, attributes=attrs
+        )
+        for carrier in carriers
+    ]
+    with _ending(spans):
+        yield [inject({}, trace.set_span_in_context(span)) for span in spans]
+
+
+@contextlib.contextmanager
+def _ending(spans: list[trace.Span]) -> Iterator[None]:
+    try:
+        yield
     except BaseException as exc:
         for span in spans:
             span.record_exception(exc)

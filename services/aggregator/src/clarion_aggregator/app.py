@@ -26,6 +26,7 @@ from clarion_aggregator.handlers.subscribers import register
 from clarion_aggregator.metrics import AggregatorMetrics
 from clarion_aggregator.settings import AggregatorSettings
 from clarion_kit.health import HealthChecks, HealthServer, health_app
+from clarion_kit.kafka import ping as kafka_ping
 from clarion_kit.logging import configure_logging, get_logger
 from clarion_kit.redis import create_redis
 
@@ -85,6 +86,7 @@ def build_service(
     register(broker, settings, pipeline, store, publisher, metrics)
     checks = HealthChecks()
     checks.add("redis", redis.ping)
+    checks.add("kafka", lambda: kafka_ping(broker))
     app = FastStream(broker)
     service = AggregatorService(
         settings, broker, redis, store, publisher, pipeline, flusher, checks, app

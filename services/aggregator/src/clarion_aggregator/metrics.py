@@ -24,6 +24,7 @@ class AggregatorMetrics:
     digests: Counter
     materialised: Counter
     dead_lettered: Counter
+    materialise_dropped: Counter
     batch_seconds: Histogram
 
     @classmethod
@@ -56,6 +57,10 @@ class AggregatorMetrics:
             ),
             dead_lettered=counter(
                 "dead_lettered_total", "Invalid records sent to a DLQ", ("topic",)
+            ),
+            materialise_dropped=counter(
+                "materialise_dropped_total",
+                "State records given up after retries (re-read at the next start)",
             ),
             batch_seconds=get_or_create_histogram(
                 metric_name(SERVICE, "batch_seconds"),

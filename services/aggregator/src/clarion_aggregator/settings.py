@@ -16,6 +16,8 @@ class AggregatorSettings(ServiceSettings):
     """Configuration of the aggregator service.
 
     Attributes:
+        consumer_group: consumer group of the domain-event subscriber; the group id
+            used is ``topic_prefix + consumer_group`` (``aggregator`` by default).
         rules_path: aggregation rules YAML (``None``: the packaged ``rules.yaml``).
         templates_dir: templates directory (``None``: the packaged templates).
         push_throttle_seconds: at most one push (or immediate email) per

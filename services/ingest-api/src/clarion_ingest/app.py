@@ -35,6 +35,7 @@ from clarion_kit.kafka import create_broker, ensure_topics
 from clarion_kit.logging import get_logger
 from clarion_kit.metrics import instrument_fastapi
 from clarion_kit.problems import install_problem_handlers
+from clarion_kit.retry import RecordLike
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = PACKAGE_DIR / "alembic"
@@ -64,7 +65,13 @@ def _lifespan(settings: IngestSettings) -> Any:
             settings.rate_limit_window_seconds,
         )
         broker = create_broker(settings)
-        register_consumers(broker, settings, InboxProjector(engine, counts, settings.service_name))
+        dlq = broker.clarion_dlq  # type: ignore[attr-defined]
+
+        async def dead_letter(record: RecordLike, exc: BaseException) -> None:
+            await dlq.send(record, exc, 1)
+
+        projector = InboxProjector(engine, counts, settings.service_name, dead_letter=dead_letter)
+        register_consumers(broker, settings, projector)
 
         async def before_connect() -> None:
             if settings.create_topics:

@@ -30,8 +30,11 @@ from clarion_kit.problems import ProblemError
 ADMIN_SCOPE = "admin"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The app's :class:`Runtime` (set by the lifespan).
+
+    A coroutine on purpose: FastAPI runs plain ``def`` dependencies in its thread
+    pool, and that hop (a GIL handover per request) costs more than the lookup.
 
     Raises:
         ProblemError: 503 while the service is starting or stopping.
@@ -45,7 +48,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> IngestSettings:
+async def get_settings(runtime: RuntimeDep) -> IngestSettings:
     """The service settings."""
     return runtime.settings
 

@@ -44,8 +44,11 @@ class IngestSettings(ServiceSettings):
 
     rate_limit_strategy: Literal["fixed", "sliding"] = "sliding"
     rate_limit_window_seconds: int = Field(default=60, ge=1)
+    # A producer key is a trusted backend, not a person: the budget must cover the
+    # product's sustained ingest (500 single POSTs/s, profile imports) with headroom;
+    # 6,000 a minute would cap one producer at 100 requests/s.
     rate_limit_api_key: int = Field(
-        default=6000, ge=0, description="Requests per window per API key (0: unlimited)"
+        default=120_000, ge=0, description="Requests per window per API key (0: unlimited)"
     )
     rate_limit_user: int = Field(
         default=600, ge=0, description="Requests per window per end user (0: unlimited)"
@@ -64,6 +67,17 @@ class IngestSettings(ServiceSettings):
     )
     consume_delivery_status: bool = Field(
         default=True, description="Record per-channel delivery on inbox rows"
+    )
+    batch_max_records: int = Field(
+        default=500, ge=1, le=10_000, description="Most records one consumer batch applies"
+    )
+    batch_timeout_ms: int = Field(
+        default=5,
+        ge=1,
+        description="How long a consumer waits for records before polling again (ms)",
+    )
+    fetch_max_wait_ms: int = Field(
+        default=5, ge=0, description="Kafka fetch long-poll of the consumers (ms)"
     )
     run_migrations: bool = Field(default=True, description="Run alembic migrations at start-up")
     create_topics: bool = Field(default=True, description="Create missing topics at start-up")

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -149,14 +150,15 @@ class Gateway:
             self._tasks.append(self._consume_task)
             self._tasks.append(asyncio.create_task(self._report_delivered()))
         self._tasks.append(asyncio.create_task(self._presence_loop()))
+        self._tasks.append(asyncio.create_task(self._keepalive_loop()))
         self._server = await serve(
             lambda ws: handle_connection(self, ws),
             s.ws_host,
             s.ws_port,
             compression=s.compression,
             open_timeout=s.connect_timeout,
-            ping_interval=s.ping_interval,
-            ping_timeout=s.ping_timeout,
+            # One keepalive task for all sessions instead of one per connection.
+            ping_interval=None,
             close_timeout=s.close_timeout,
             max_size=s.max_message_bytes,
             max_queue=4,
@@ -353,6 +355,41 @@ class Gateway:
             )
             self.metrics.delivery_status.inc()
 
+    # ------------------------------------------------------------------ keepalive
+
+    async def _keepalive_loop(self) -> None:
+        """Close idle sessions (4004) and dead peers (1011), ping the others.
+
+        A single task walks every session each tick, which costs far less memory than
+        websockets' per-connection keepalive task. A peer whose previous ping is
+        unanswered after ``ping_timeout`` seconds is dead.
+        """
+        s = self.settings
+        tick = min(s.ping_interval or s.idle_timeout, s.idle_timeout / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for sessions in list(self.sessions.values()):
+                for session in list(sessions):
+                    if session.closed or not session.started:
+                        continue
+                    if now - session.last_seen > s.idle_timeout:
+                        session.close(CloseCode.IDLE_TIMEOUT)
+                        continue
+                    if s.ping_interval is None:
+                        continue
+                    ws = session.ws
+                    pending = ws.pending_pings
+                    timeout = s.ping_timeout
+                    if pending and timeout is not None:
+                        oldest = min(sent for _, sent in pending.values())
+                        if loop.time() - oldest > timeout:
+                            session.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                        continue
+                    ping = asyncio.ensure_future(ws.ping())
+                    ping.add_done_callback(_swallow)
+
     # ------------------------------------------------------------------ presence
 
     async def _presence_loop(self) -> None:
@@ -397,6 +434,11 @@ class Gateway:
         await self._producer.send(
             self.settings.topic(PRESENCE), value=event.to_bytes(), key=user_id.encode()
         )
+
+
+def _swallow(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def create_app(settings: GatewaySettings | None = None) -> Gateway:

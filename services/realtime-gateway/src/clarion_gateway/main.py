@@ -27,6 +27,7 @@ def main() -> None:
     settings = GatewaySettings()
     configure_logging(settings)
     configure_tracing(settings)
+    configure_tracing(settings)
     if settings.event_loop == "uvloop":
         import uvloop
 

@@ -17,11 +17,11 @@ Keys (``P`` = ``settings.redis_prefix`` + ``"agg:"``):
 
 A digest hash also keeps ``~period`` -> ``"<start ms> <due ms>"``.
 
-Group state changes in ONE Lua script per (recipient, event) (:data:`AGGREGATE_LUA`),
-so concurrent aggregator instances cannot interleave inside a group update. The
-script derives the ``n:``/``na:`` keys from the notification id it finds, so all
-keys of a call must live on one node (a single Redis, or Redis Cluster with
-hash-tagged prefixes per recipient).
+Group state changes only inside the Lua script :data:`AGGREGATE_LUA` (Redis runs
+a script alone), so concurrent aggregator instances cannot interleave inside a
+group update. The scripts build their key names from the prefix and ids they are
+given (a batch of pairs per call, far cheaper than one call per pair), so they
+need a single Redis server (or a Redis Cluster proxy), not a sharded cluster.
 """
 
 from __future__ import annotations
@@ -38,80 +38,107 @@ from clarion_aggregator.domain.grouping import MAX_EVENT_IDS, Outcome
 from clarion_contracts.v1 import Preferences, PresenceEvent, PresenceStatus, UserProfile
 
 AGGREGATE_LUA = """
--- KEYS[1] open-group pointer, KEYS[2] dedup key of (recipient, event id)
--- ARGV: 1 key prefix, 2 event id, 3 occurred ms, 4 window ms, 5 actor id,
---       6 actor JSON [id, name, avatar], 7 candidate notification id, 8 now ms,
---       9 max actors, 10 max event ids, 11 ttl seconds, 12 context JSON,
---       13 alert wanted (0/1), 14 alert throttle ms
+-- ARGV[1] key prefix; ARGV[2] JSON array of inputs, applied in order, each
+--   {r: recipient, t: type, o: object ref, e: event id, at: occurred ms (string),
+--    w: window ms, a: [actor id, name, avatar|null], c: candidate notification id,
+--    now: wall ms (string), ma: max actors, me: max event ids, ttl: seconds,
+--    ctx: context JSON (string), al: 1 when this version wants an alert, th: throttle ms}
+-- Returns a JSON array of {o: outcome, n: id, s: {stored fields}, k: actor count};
+-- s is empty when a duplicate's group already expired, and holds ctx only for duplicates.
 local prefix = ARGV[1]
-local ttl = tonumber(ARGV[11])
-local seen = redis.call('GET', KEYS[2])
-if seen then
-  return {'duplicate', seen, redis.call('HGETALL', prefix .. 'n:' .. seen),
-          redis.call('SCARD', prefix .. 'na:' .. seen)}
+local items = cjson.decode(ARGV[2])
+local out = {}
+
+local function snapshot(outcome, nid)
+  local nkey = prefix .. 'n:' .. nid
+  local flat = redis.call('HGETALL', nkey)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  -- the caller holds the context it just sent; only a duplicate needs the stored one
+  if outcome ~= 'duplicate' then fields['ctx'] = nil end
+  return {o = outcome, n = nid, s = fields, k = redis.call('SCARD', prefix .. 'na:' .. nid)}
 end
-local occurred = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-local nid = nil
-local outcome = 'created'
-if window > 0 then
-  local open = redis.call('GET', KEYS[1])
-  if open then
-    local first = tonumber(redis.call('HGET', prefix .. 'n:' .. open, 'first_ms'))
-    if first and occurred < first + window then
-      nid = open
-      outcome = 'updated'
+
+local function absorb(it)
+  local seen_key = prefix .. 'seen:' .. it.r .. ':' .. it.e
+  local seen = redis.call('GET', seen_key)
+  if seen then return snapshot('duplicate', seen) end
+  local open_key = prefix .. 'open:' .. it.r .. '|' .. it.t .. '|' .. it.o
+  local occurred = tonumber(it.at)
+  local window = tonumber(it.w)
+  local ttl = tonumber(it.ttl)
+  local nid = nil
+  local outcome = 'created'
+  if window > 0 then
+    local open = redis.call('GET', open_key)
+    if open then
+      local first = tonumber(redis.call('HGET', prefix .. 'n:' .. open, 'first_ms'))
+      if first and occurred < first + window then
+        nid = open
+        outcome = 'updated'
+      end
     end
   end
+  local actor_id = it.a[1]
+  local nkey
+  if nid then
+    nkey = prefix .. 'n:' .. nid
+    redis.call('HINCRBY', nkey, 'version', 1)
+    local kept = {it.a}
+    for _, a in ipairs(cjson.decode(redis.call('HGET', nkey, 'actors'))) do
+      if #kept >= it.ma then break end
+      if a[1] ~= actor_id then kept[#kept + 1] = a end
+    end
+    local newer = {it.e}
+    for _, e in ipairs(cjson.decode(redis.call('HGET', nkey, 'events'))) do
+      if #newer >= it.me then break end
+      newer[#newer + 1] = e
+    end
+    redis.call('HSET', nkey, 'actors', cjson.encode(kept), 'events', cjson.encode(newer),
+               'updated_ms', it.now, 'ctx', it.ctx)
+    if occurred > tonumber(redis.call('HGET', nkey, 'last_ms')) then
+      redis.call('HSET', nkey, 'last_ms', it.at)
+    end
+  else
+    nid = it.c
+    nkey = prefix .. 'n:' .. nid
+    redis.call('HSET', nkey, 'version', 1, 'first_ms', it.at, 'last_ms', it.at,
+               'first_event', it.e, 'actors', cjson.encode({it.a}),
+               'events', cjson.encode({it.e}), 'created_ms', it.now, 'updated_ms', it.now,
+               'ctx', it.ctx)
+    if window > 0 then redis.call('SET', open_key, nid, 'EX', ttl) end
+  end
+  local akey = prefix .. 'na:' .. nid
+  redis.call('SADD', akey, actor_id)
+  if it.al == 1 then
+    local last = tonumber(redis.call('HGET', nkey, 'alert_ms'))
+    if (not last) or (tonumber(it.now) - last >= tonumber(it.th)) then
+      redis.call('HSET', nkey, 'alert_ms', it.now, 'alert_v', redis.call('HGET', nkey, 'version'))
+    end
+  end
+  redis.call('SET', seen_key, nid, 'EX', ttl)
+  redis.call('EXPIRE', nkey, ttl)
+  redis.call('EXPIRE', akey, ttl)
+  if window > 0 then redis.call('EXPIRE', open_key, ttl) end
+  return snapshot(outcome, nid)
 end
-local maxa = tonumber(ARGV[9])
-local maxe = tonumber(ARGV[10])
-local actor = cjson.decode(ARGV[6])
-local nkey
-if nid then
-  nkey = prefix .. 'n:' .. nid
-  redis.call('HINCRBY', nkey, 'version', 1)
-  local actors = cjson.decode(redis.call('HGET', nkey, 'actors'))
-  local kept = {actor}
-  for _, a in ipairs(actors) do
-    if #kept >= maxa then break end
-    if a[1] ~= ARGV[5] then kept[#kept + 1] = a end
-  end
-  local events = cjson.decode(redis.call('HGET', nkey, 'events'))
-  local newer = {ARGV[2]}
-  for _, e in ipairs(events) do
-    if #newer >= maxe then break end
-    newer[#newer + 1] = e
-  end
-  redis.call('HSET', nkey, 'actors', cjson.encode(kept), 'events', cjson.encode(newer),
-             'updated_ms', ARGV[8], 'ctx', ARGV[12])
-  if occurred > tonumber(redis.call('HGET', nkey, 'last_ms')) then
-    redis.call('HSET', nkey, 'last_ms', ARGV[3])
-  end
-else
-  nid = ARGV[7]
-  nkey = prefix .. 'n:' .. nid
-  redis.call('HSET', nkey, 'version', 1, 'first_ms', ARGV[3], 'last_ms', ARGV[3],
-             'first_event', ARGV[2], 'actors', cjson.encode({actor}),
-             'events', cjson.encode({ARGV[2]}), 'created_ms', ARGV[8], 'updated_ms', ARGV[8],
-             'ctx', ARGV[12])
-  if window > 0 then
-    redis.call('SET', KEYS[1], nid, 'EX', ttl)
-  end
+
+for i, it in ipairs(items) do out[i] = absorb(it) end
+return cjson.encode(out)
+"""
+
+CONTEXTS_LUA = """
+-- ARGV[1] key prefix, ARGV[2..] user ids. Returns a JSON array, per user:
+-- [preferences JSON or false, locale or false, timezone or false, live sessions]
+local prefix = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local uid = ARGV[i]
+  local prof = redis.call('HMGET', prefix .. 'prof:' .. uid, 'locale', 'tz')
+  out[i - 1] = {redis.call('GET', prefix .. 'prefs:' .. uid), prof[1], prof[2],
+                redis.call('HLEN', prefix .. 'presence:' .. uid)}
 end
-local akey = prefix .. 'na:' .. nid
-redis.call('SADD', akey, ARGV[5])
-if ARGV[13] == '1' then
-  local last = tonumber(redis.call('HGET', nkey, 'alert_ms'))
-  if (not last) or (tonumber(ARGV[8]) - last >= tonumber(ARGV[14])) then
-    redis.call('HSET', nkey, 'alert_ms', ARGV[8], 'alert_v', redis.call('HGET', nkey, 'version'))
-  end
-end
-redis.call('SET', KEYS[2], nid, 'EX', ttl)
-redis.call('EXPIRE', nkey, ttl)
-redis.call('EXPIRE', akey, ttl)
-if window > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return {outcome, nid, redis.call('HGETALL', nkey), redis.call('SCARD', akey)}
+return cjson.encode(out)
 """
 
 PROFILE_LUA = """
@@ -209,28 +236,36 @@ class GroupSnapshot:
     last_occurred_ms: int
     created_ms: int
     updated_ms: int
-    context: dict[str, Any]
+    context_json: str
     alert_version: int | None
 
+    @property
+    def context(self) -> dict[str, Any]:
+        """The latest absorbed event's object, data, priority, tenant and ingested_at."""
+        return _parse_context(self.context_json)
+
     @classmethod
-    def from_reply(cls, reply: Sequence[Any]) -> GroupSnapshot | None:
-        """Parse the script reply ``[outcome, id, HGETALL list, actor count]`` (``None``: gone)."""
-        outcome, nid, flat, count = reply
-        raw = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
-        if "version" not in raw:
+    def from_reply(cls, reply: dict[str, Any], sent_context: str) -> GroupSnapshot | None:
+        """Parse one element of the script's reply (``None``: a duplicate whose state expired).
+
+        ``sent_context`` is the context JSON of the input, which a created or
+        updated group now stores (the script returns the stored one for duplicates).
+        """
+        raw = reply["s"]
+        if not raw or "version" not in raw:
             return None
         return cls(
-            outcome=Outcome(_s(outcome)),
-            notification_id=_s(nid),
+            outcome=Outcome(reply["o"]),
+            notification_id=reply["n"],
             version=int(raw["version"]),
-            actor_count=int(count),
+            actor_count=int(reply["k"]),
             actors=json.loads(raw["actors"]),
             event_ids=json.loads(raw["events"]),
             first_occurred_ms=int(raw["first_ms"]),
             last_occurred_ms=int(raw["last_ms"]),
             created_ms=int(raw["created_ms"]),
             updated_ms=int(raw["updated_ms"]),
-            context=json.loads(raw["ctx"]),
+            context_json=raw.get("ctx", sent_context),
             alert_version=int(raw["alert_v"]) if "alert_v" in raw else None,
         )
 
@@ -272,8 +307,15 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+@lru_cache(maxsize=4096)
+def _parse_context(raw: str) -> dict[str, Any]:
+    # Cached: a broadcast's recipients share one context string. Callers must not mutate.
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
 @lru_cache(maxsize=8192)
-def _parse_prefs(raw: bytes) -> Preferences:
+def _parse_prefs(raw: str) -> Preferences:
     return Preferences.model_validate_json(raw)
 
 
@@ -291,6 +333,7 @@ class RedisStateStore:
         self.prefix = prefix + "agg:"
         self.ttl_seconds = ttl_seconds
         self._aggregate = redis.register_script(AGGREGATE_LUA)
+        self._contexts = redis.register_script(CONTEXTS_LUA)
         self._profile = redis.register_script(PROFILE_LUA)
         self._claim = redis.register_script(CLAIM_DIGESTS_LUA)
         self._finish = redis.register_script(FINISH_DIGEST_LUA)
@@ -301,11 +344,15 @@ class RedisStateStore:
 
     # -- aggregation -------------------------------------------------------------------
 
-    async def aggregate_many(self, items: Sequence[AggregateInput]) -> list[GroupSnapshot | None]:
-        """Absorb each pair atomically (one Lua call each, pipelined in order).
+    async def aggregate_many(
+        self, items: Sequence[AggregateInput], chunk: int = 500
+    ) -> list[GroupSnapshot | None]:
+        """Absorb each pair, in order, with :data:`AGGREGATE_LUA`.
 
-        Returns one snapshot per input, in order (``None`` when a duplicate's
-        group state already expired).
+        One script call handles up to ``chunk`` pairs (atomically: Redis runs a
+        script alone), so a pair's group update can never interleave with another
+        instance's; the calls of one batch are pipelined. Returns one snapshot
+        per input, in order (``None`` when a duplicate's group state already expired).
 
         Raises:
             redis.exceptions.RedisError: Redis failed; some pairs may be applied,
@@ -314,60 +361,73 @@ class RedisStateStore:
         if not items:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for it in items:
-                await self._aggregate(
-                    keys=[
-                        self.key("open", f"{it.recipient_id}|{it.event_type}|{it.object_ref}"),
-                        self.key("seen", it.recipient_id, it.event_id),
-                    ],
-                    args=[
-                        self.prefix,
-                        it.event_id,
-                        it.occurred_ms,
-                        it.window_ms,
-                        json.dumps(it.actor[0]),
-                        json.dumps(list(it.actor)),
-                        it.candidate_id,
-                        it.now_ms,
-                        it.max_actors,
-                        MAX_EVENT_IDS,
-                        it.ttl_seconds,
-                        it.context,
-                        "1" if it.alert_wanted else "0",
-                        it.throttle_ms,
-                    ],
-                    client=pipe,
-                )
+            for start in range(0, len(items), chunk):
+                payload = [
+                    {
+                        "r": it.recipient_id,
+                        "t": it.event_type,
+                        "o": it.object_ref,
+                        "e": it.event_id,
+                        "at": str(it.occurred_ms),
+                        "w": it.window_ms,
+                        "a": list(it.actor),
+                        "c": it.candidate_id,
+                        "now": str(it.now_ms),
+                        "ma": it.max_actors,
+                        "me": MAX_EVENT_IDS,
+                        "ttl": it.ttl_seconds,
+                        "ctx": it.context,
+                        "al": 1 if it.alert_wanted else 0,
+                        "th": it.throttle_ms,
+                    }
+                    for it in items[start : start + chunk]
+                ]
+                await self._aggregate(args=[self.prefix, json.dumps(payload)], client=pipe)
             replies = await pipe.execute()
-        return [GroupSnapshot.from_reply(r) for r in replies]
+        results = [r for reply in replies for r in json.loads(reply)]
+        return [
+            GroupSnapshot.from_reply(r, it.context) for r, it in zip(results, items, strict=True)
+        ]
 
     # -- users -------------------------------------------------------------------------
 
-    async def load_contexts(self, user_ids: Iterable[str]) -> dict[str, UserContext]:
-        """Preferences, profile locale/timezone and presence of each user (one pipeline)."""
+    async def load_contexts(
+        self, user_ids: Iterable[str], chunk: int = 1000
+    ) -> dict[str, UserContext]:
+        """Preferences, profile locale/timezone and presence of each user.
+
+        Read with :data:`CONTEXTS_LUA`, ``chunk`` users per call, pipelined.
+        """
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for uid in users:
-                pipe.get(self.key("prefs", uid))
-                pipe.hmget(self.key("prof", uid), ["locale", "tz"])
-                pipe.hlen(self.key("presence", uid))
+            for start in range(0, len(users), chunk):
+                await self._contexts(args=[self.prefix, *users[start : start + chunk]], client=pipe)
             replies = await pipe.execute()
+        rows = [row for reply in replies for row in json.loads(reply)]
         out: dict[str, UserContext] = {}
-        for i, uid in enumerate(users):
-            raw_prefs, (locale, tz), sessions = replies[3 * i : 3 * i + 3]
+        for uid, (raw_prefs, locale, tz, sessions) in zip(users, rows, strict=True):
             out[uid] = UserContext(
                 prefs=_parse_prefs(raw_prefs) if raw_prefs else None,
-                locale=_s(locale) if locale else None,
-                timezone=_s(tz) if tz else None,
+                locale=locale or None,
+                timezone=tz or None,
                 online=int(sessions) > 0,
             )
         return out
 
     async def put_preferences(self, prefs: Preferences) -> None:
         """Store a user's preferences (the whole document; last write wins)."""
-        await self.redis.set(self.key("prefs", prefs.user_id), prefs.model_dump_json())
+        await self.put_preferences_many([prefs])
+
+    async def put_preferences_many(self, items: Sequence[Preferences]) -> None:
+        """Store preferences documents in order (one pipeline)."""
+        if not items:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for prefs in items:
+                pipe.set(self.key("prefs", prefs.user_id), prefs.model_dump_json())
+            await pipe.execute()
 
     async def put_profiles(self, profiles: Sequence[UserProfile]) -> None:
         """Store profiles in order, registering each user and moving them between segments.

@@ -3,14 +3,16 @@
 Templates live in ``clarion_aggregator/templates/<locale>/<name>.j2`` and are
 rendered in a :class:`jinja2.sandbox.SandboxedEnvironment` (templates may be
 operator-supplied). A template's FIRST line is the title, the rest is the body.
-Each template is rendered twice:
+Each template is rendered once, with autoescaping on (untrusted text (actor
+names, object titles) is first normalised: control characters removed,
+whitespace collapsed, length capped):
 
-* plain text (``title``, ``body``): no escaping; untrusted text (actor names,
-  object titles) is normalised (control characters removed, whitespace
-  collapsed, length capped). Consumers showing it in HTML must escape it.
-* HTML (``body_html``): autoescaping on, actor names wrapped in ``<strong>``,
-  title and body in ``<p>``; the result is then cleaned with nh3 (ammonia)
-  allowing only ``p``, ``br``, ``strong``, ``em`` and ``a[href]``.
+* HTML (``body_html``): actor names wrapped in ``<strong>``, title and body in
+  ``<p>``; the result is then cleaned with nh3 (ammonia) allowing only ``p``,
+  ``br``, ``strong``, ``em`` and ``a[href]``.
+* plain text (``title``, ``body``): the same output with the template's tags
+  removed and entities unescaped (untrusted text was escaped, so it never holds
+  a real tag). Consumers showing it in HTML must escape it.
 
 Variables: ``actors`` (names shown, newest first), ``actor_count`` (distinct
 actors), ``others`` (``actor_count - len(actors)``), ``object`` (``type``,
@@ -21,12 +23,11 @@ Locale lookup: ``pt-BR`` tries ``pt-br``, then ``pt``, then ``en``.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from html import unescape
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ MAX_TEXT = 300
 ALLOWED_TAGS = frozenset({"p", "br", "strong", "em", "a"})
 ALLOWED_ATTRIBUTES = {"a": frozenset({"href"})}
 _SPACE = re.compile(r"\s+")
+_TAG = re.compile(r"<[^>]*>")
 
 
 def clean_text(value: object, limit: int = MAX_TEXT) -> str:
@@ -77,8 +79,9 @@ class Rendered:
     body_html: str
 
 
-def _strong_text(value: object) -> str:
-    return str(value)
+def _to_text(html: str) -> str:
+    # Untrusted text reached the HTML escaped, so every real tag came from the template.
+    return unescape(_TAG.sub("", html))
 
 
 def _strong_html(value: object) -> Markup:
@@ -100,28 +103,19 @@ class Renderer:
 
     Args:
         templates_dir: directory with ``<locale>/<name>.j2`` files (default: packaged).
-        cache_size: renders memoised by their inputs, so a broadcast to many
-            recipients with the same locale renders once.
     """
 
-    def __init__(self, templates_dir: str | Path | None = None, cache_size: int = 4096) -> None:
+    def __init__(self, templates_dir: str | Path | None = None) -> None:
         loader = FileSystemLoader(str(templates_dir or default_templates_dir()))
-        self._text = SandboxedEnvironment(
-            loader=loader,
-            autoescape=False,
-            undefined=ChainableUndefined,
-            keep_trailing_newline=False,
-        )
         self._html = SandboxedEnvironment(
             loader=loader,
             autoescape=True,
             undefined=ChainableUndefined,
             keep_trailing_newline=False,
         )
-        self._text.filters["strong"] = _strong_text
         self._html.filters["strong"] = _strong_html
         self._available = frozenset(loader.list_templates())
-        self._cached = lru_cache(maxsize=cache_size)(self._render_key)
+        self._paths: dict[tuple[str, str | None], str] = {}
 
     def template_path(self, template: str, locale: str | None) -> str:
         """The template file used for ``template`` in ``locale`` (with fallbacks).
@@ -129,12 +123,16 @@ class Renderer:
         Raises:
             jinja2.TemplateNotFound: neither the template nor ``default`` exists in ``en``.
         """
+        cached = self._paths.get((template, locale))
+        if cached is not None:
+            return cached
         tag = (locale or DEFAULT_LOCALE).lower().replace("_", "-")
         candidates = [tag, tag.split("-")[0], DEFAULT_LOCALE]
         for name in (template, DEFAULT_TEMPLATE):
             for loc in candidates:
                 path = f"{loc}/{name}.j2"
                 if path in self._available:
+                    self._paths[(template, locale)] = path
                     return path
         raise TemplateNotFound(f"{DEFAULT_LOCALE}/{template}.j2")
 
@@ -163,36 +161,20 @@ class Renderer:
         Raises:
             jinja2.TemplateError: a template is broken or breaks the sandbox rules.
         """
-        return self._cached(
-            self.template_path(template, locale),
-            tuple(clean_text(n) for n in actor_names),
-            actor_count,
-            json.dumps(dict(obj), sort_keys=True, default=str),
-            json.dumps(dict(data or {}), sort_keys=True, default=str),
-            priority,
-        )
-
-    def _render_key(
-        self,
-        path: str,
-        names: tuple[str, ...],
-        actor_count: int,
-        obj_json: str,
-        data_json: str,
-        priority: str,
-    ) -> Rendered:
-        obj = json.loads(obj_json)
-        obj["title"] = clean_text(obj.get("title") or "", 1000) or None
+        obj_ctx = dict(obj)
+        obj_ctx["title"] = clean_text(obj_ctx.get("title") or "", 1000) or None
+        names = [clean_text(n) for n in actor_names]
         context = {
-            "actors": list(names),
+            "actors": names,
             "actor_count": actor_count,
             "others": max(actor_count - len(names), 0),
-            "object": obj,
-            "data": json.loads(data_json),
+            "object": obj_ctx,
+            "data": dict(data or {}),
             "priority": priority,
         }
-        title, body = _split(self._text.get_template(path).render(context))
+        path = self.template_path(template, locale)
         html_title, html_body = _split(str(self._html.get_template(path).render(context)))
+        title, body = _to_text(html_title), _to_text(html_body)
         html = f"<p>{html_title}</p>"
         if html_body:
             html += "".join(f"<p>{line}</p>" for line in html_body.splitlines() if line.strip())

@@ -9,7 +9,8 @@ For a batch of domain events, in arrival order:
 3. aggregation: one atomic Redis Lua call per (recipient, event), pipelined
    (:class:`~clarion_aggregator.adapters.redis_store.RedisStateStore`);
 4. rendering and routing of the resulting notification version;
-5. digest items buffered in Redis, then every record produced and confirmed.
+5. every record handed to the producer and digest items buffered in Redis; the
+   broker's acknowledgements of all records are awaited before returning.
 
 The caller commits the consumed offsets only after :meth:`Pipeline.process`
 returned. A redelivered event is a duplicate in step 3 and re-publishes the
@@ -21,10 +22,11 @@ users from seeing duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,7 @@ from clarion_aggregator.adapters.redis_store import (
 )
 from clarion_aggregator.domain.clock import Clock, from_ms, to_ms
 from clarion_aggregator.domain.grouping import Outcome, group_key, notification_id
-from clarion_aggregator.domain.rendering import Renderer
+from clarion_aggregator.domain.rendering import Rendered, Renderer
 from clarion_aggregator.domain.routing import EmailMode, Routing, route
 from clarion_aggregator.domain.rules import AggregationRule, RuleSet
 from clarion_aggregator.metrics import AggregatorMetrics
@@ -133,11 +135,21 @@ class Pipeline:
         self.clock = clock
         self.metrics = metrics or AggregatorMetrics.create()
         self._trace: dict[Any, dict[str, str]] = {}
+        self._acks: list[Awaitable[Any]] = []
+        self._contexts: dict[tuple[Any, Priority], str] = {}
+        self._renders: dict[tuple[Any, ...], Rendered] = {}
         self._topics = {
             "notifications": settings.topic(NOTIFICATIONS),
             "push": settings.topic(PUSH_REQUESTS),
             "email": settings.topic(EMAIL_REQUESTS),
         }
+
+    def _context_json(self, event: DomainEvent, priority: Priority) -> str:
+        key = (event.event_id, priority)
+        cached = self._contexts.get(key)
+        if cached is None:
+            cached = self._contexts[key] = context_json(event, priority)
+        return cached
 
     async def process(
         self, events: Sequence[DomainEvent], headers: Sequence[Any] | None = None
@@ -152,6 +164,7 @@ class Pipeline:
         ``settings.fanout_batch_size`` recipients.
         """
         total = BatchResult()
+        self._acks = []
         self._trace = {
             e.event_id: inject({}, extract(h)) for e, h in zip(events, headers or (), strict=False)
         }
@@ -171,6 +184,9 @@ class Pipeline:
             ):
                 await self._run([(event, r) for r in batch if r != event.actor.id], total)
         await self._run(pending, total)
+        acks, self._acks = self._acks, []
+        if acks:
+            await asyncio.gather(*acks)
         return total
 
     async def _run(self, pairs: list[tuple[DomainEvent, str]], total: BatchResult) -> None:
@@ -178,6 +194,9 @@ class Pipeline:
             return
         now = self.clock.now()
         now_ms = to_ms(now)
+        # A broadcast's recipients share one context and, per locale, one rendering.
+        self._contexts = {}
+        self._renders = {}
         users = await self.store.load_contexts(rid for _, rid in pairs)
         routed: list[_Pair] = []
         inputs: list[AggregateInput] = []
@@ -218,7 +237,7 @@ class Pipeline:
                     ],
                     candidate_id=notification_id(rid, event.type, event.object.ref, event_id),
                     now_ms=now_ms,
-                    context=_context_json(event, priority),
+                    context=self._context_json(event, priority),
                     alert_wanted=routing.push or routing.email is EmailMode.IMMEDIATE,
                     throttle_ms=throttle_ms,
                     ttl_seconds=self.settings.state_ttl_seconds,
@@ -232,8 +251,10 @@ class Pipeline:
                 total.duplicates += 1
                 continue
             self._emit(pair, snap, now_ms, records, digests, total)
+        # Acknowledgements are awaited at the end of process(), so a fan-out's next
+        # batch is aggregated while the broker acknowledges this one.
+        self._acks.extend(await self.publisher.send_many(records))
         await self.store.add_digest_items(digests)
-        await self.publisher.publish_many(records)
         total.digest_items += len(digests)
 
     def _emit(
@@ -258,15 +279,20 @@ class Pipeline:
         rule = pair.rule
         routing = pair.routing
         shown = snap.actors[: rule.max_actors]
-        rendered = self.renderer.render(
-            rule.template,
-            pair.user.locale,
-            actor_names=[a[1] for a in shown],
-            actor_count=snap.actor_count,
-            obj=ctx["object"],
-            data=ctx.get("data") or {},
-            priority=priority.value,
-        )
+        names = tuple(a[1] for a in shown)
+        render_key = (rule.template, pair.user.locale, names, snap.actor_count, snap.context_json)
+        rendered = self._renders.get(render_key)
+        if rendered is None:
+            rendered = self.renderer.render(
+                rule.template,
+                pair.user.locale,
+                actor_names=names,
+                actor_count=snap.actor_count,
+                obj=ctx["object"],
+                data=ctx.get("data") or {},
+                priority=priority.value,
+            )
+            self._renders[render_key] = rendered
         created_at = from_ms(snap.created_ms)
         updated_at = from_ms(snap.updated_ms)
         obj = ctx["object"]
@@ -380,7 +406,9 @@ class Pipeline:
             )
 
 
-def _context_json(event: DomainEvent, priority: Priority) -> str:
+def context_json(event: DomainEvent, priority: Priority) -> str:
+    """The group context stored with each version: the event's object, data, priority,
+    tenant and ingested_at, as JSON."""
     context: dict[str, Any] = {
         "object": event.object.model_dump(mode="json"),
         "data": event.data,

@@ -5,8 +5,15 @@
   after the batch's records were acknowledged (``AckPolicy.NACK_ON_ERROR``), so a crash
   redelivers the batch (at-least-once; duplicates are absorbed by dedup).
 * ``clarion.preferences.v1``, ``clarion.user-profiles.v1`` (compacted) and
-  ``clarion.presence.v1``: materialised into Redis, each with its own consumer
-  group (``aggregator-<name>``) reading from the earliest offset.
+  ``clarion.presence.v1``: materialised into Redis by one consumer WITHOUT a
+  consumer group, which reads every partition from the earliest offset at each
+  start (writes are idempotent, so re-reading the compacted state on start is
+  harmless and heals any update a past failure missed). A failed batch is retried
+  in place with backoff (:data:`STATE_RETRY_ATTEMPTS`), then counted as dropped
+  until the next start re-reads it.
+
+The consumer group id is ``topic_prefix + consumer_group`` so deployments (and
+tests) that isolate their topics by prefix also isolate their groups.
 
 A record that is not a valid contract goes to the topic's DLQ with the
 ``x-clarion-error*`` headers and is counted; it never blocks its partition.
@@ -43,12 +50,16 @@ from clarion_contracts.registry import (
 from clarion_contracts.v1 import DomainEvent, Preferences, PresenceEvent, UserProfile
 from clarion_kit.logging import get_logger
 from clarion_kit.retry import dlq_headers
+from clarion_kit.tracing import continue_traces
 
 log = get_logger(__name__)
 M = TypeVar("M", bound=ContractModel)
 
 RETRY_PAUSE_SECONDS = 1.0
 """Pause before a failed batch is consumed again, so an outage is not a busy loop."""
+
+STATE_RETRY_ATTEMPTS = 12
+"""Tries of a materialised-state batch (backoff 1, 2, 4... capped at 10 s: about 1.5 min)."""
 
 
 def _records(message: Any) -> list[ConsumerRecord[Any, Any]]:
@@ -142,28 +153,63 @@ def register(
                 await asyncio.sleep(RETRY_PAUSE_SECONDS)
                 raise
 
-
     async def on_events(events: list[DomainEvent], headers: list[Any]) -> None:
         started = time.perf_counter()
-        await pipeline.process(events, headers)
+        # One span per event in the event's own trace; what it produces continues below it.
+        topic = settings.topic(DOMAIN_EVENTS)
+        attrs = {"messaging.destination.name": topic}
+        with continue_traces(f"{topic} process", headers, attributes=attrs) as carriers:
+            await pipeline.process(events, carriers)
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def on_preferences(items: list[Preferences], _headers: list[Any]) -> None:
-        for prefs in items:
-            await store.put_preferences(prefs)
-        metrics.materialised.labels(topic=PREFERENCES.name).inc(len(items))
+    async def on_state(records: list[ConsumerRecord[Any, Any]]) -> None:
+        by_topic: dict[str, list[ConsumerRecord[Any, Any]]] = {}
+        for rec in records:
+            by_topic.setdefault(rec.topic, []).append(rec)
+        for topic, recs in by_topic.items():
+            spec = state_topics[topic]
+            if spec is PREFERENCES:
+                prefs = await parse_batch(
+                    recs, Preferences, publisher, settings.dlq(spec), spec.name, metrics
+                )
+                await store.put_preferences_many(prefs)
+                count = len(prefs)
+            elif spec is USER_PROFILES:
+                profiles = await parse_batch(
+                    recs, UserProfile, publisher, settings.dlq(spec), spec.name, metrics
+                )
+                await store.put_profiles(profiles)
+                count = len(profiles)
+            else:
+                presence = await parse_batch(
+                    recs, PresenceEvent, publisher, settings.dlq(spec), spec.name, metrics
+                )
+                for event in presence:
+                    await store.put_presence(event)
+                count = len(presence)
+            metrics.materialised.labels(topic=spec.name).inc(count)
 
-    async def on_profiles(items: list[UserProfile], _headers: list[Any]) -> None:
-        await store.put_profiles(items)
-        metrics.materialised.labels(topic=USER_PROFILES.name).inc(len(items))
+    consume(DOMAIN_EVENTS, DomainEvent, settings.topic_prefix + settings.consumer_group, on_events)
 
-    async def on_presence(items: list[PresenceEvent], _headers: list[Any]) -> None:
-        for event in items:
-            await store.put_presence(event)
-        metrics.materialised.labels(topic=PRESENCE.name).inc(len(items))
+    state_topics = {settings.topic(s): s for s in (PREFERENCES, USER_PROFILES, PRESENCE)}
 
-    group = settings.consumer_group
-    consume(DOMAIN_EVENTS, DomainEvent, group, on_events)
-    consume(PREFERENCES, Preferences, f"{group}-preferences", on_preferences)
-    consume(USER_PROFILES, UserProfile, f"{group}-user-profiles", on_profiles)
-    consume(PRESENCE, PresenceEvent, f"{group}-presence", on_presence)
+    @broker.subscriber(
+        *state_topics,
+        group_id=None,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=20,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.ACK_FIRST,
+        fetch_max_wait_ms=10,
+    )
+    async def _materialise(body: list[Any], msg: KafkaMessage) -> None:
+        records = _records(msg)
+        for attempt in range(1, STATE_RETRY_ATTEMPTS + 1):
+            try:
+                await on_state(records)
+                return
+            except Exception:
+                log.exception("materialise_failed", attempt=attempt, records=len(records))
+                await asyncio.sleep(min(RETRY_PAUSE_SECONDS * 2 ** (attempt - 1), 10.0))
+        metrics.materialise_dropped.inc(len(records))

@@ -8,23 +8,32 @@ publish rolls them back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, tuple_, update
+from sqlalchemy import Row, and_, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion_contracts.v1 import DeliveryStatus, Notification, Preferences, UserProfile
 from clarion_ingest.adapters.tables import (
+    SCHEMA,
     InboxRow,
     PreferencesRow,
     ProfileRow,
     PushSubscriptionRow,
 )
 from clarion_ingest.domain.cursor import Cursor
-from clarion_ingest.domain.inbox import Change, InboxFilter, PageRequest, counts_from_rows
+from clarion_ingest.domain.inbox import (
+    Change,
+    DeliveryPatch,
+    InboxFilter,
+    PageRequest,
+    counts_from_rows,
+    delivery_patches,
+)
 from clarion_ingest.domain.models import CountsOut, NotificationOut
 
 inbox = InboxRow.__table__  # type: ignore[attr-defined]
@@ -63,48 +72,143 @@ def row_to_notification(row: Row[Any]) -> NotificationOut:
     )
 
 
-async def upsert_notification(conn: AsyncConnection, n: Notification) -> bool:
-    """Insert or update the inbox row of ``n`` if ``n.version`` is newer than the stored one.
+_NOTIFICATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("notification_id", "text"),
+    ("user_id", "text"),
+    ("version", "integer"),
+    ("type", "text"),
+    ("category", "text"),
+    ("group_key", "text"),
+    ("title", "text"),
+    ("body", "text"),
+    ("body_html", "text"),
+    ("url", "text"),
+    ("priority", "text"),
+    ("actors", "jsonb"),
+    ("actor_count", "integer"),
+    ("object", "jsonb"),
+    ("data", "jsonb"),
+    ("channels", "jsonb"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+_KEPT_ON_UPDATE = frozenset({"notification_id", "user_id", "created_at"})
 
-    One statement (``INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.version >
-    inbox.version``), so concurrent or redelivered records can never let a stale
-    version overwrite a newer one. A newer version becomes unread again; a deleted
-    row stays deleted; the owner never changes.
+
+def _upsert_notifications_sql() -> Any:
+    # One array parameter per column, unnested into rows: the statement text is the
+    # same for any batch size, so asyncpg prepares it once per connection, and the
+    # parameter count stays at 18 (a VALUES list would need 18 per row). JSON columns
+    # travel as text and are cast per row.
+    names = [c for c, _ in _NOTIFICATION_COLUMNS]
+    arrays = ", ".join(
+        f"CAST(:{c} AS {'text' if t == 'jsonb' else t}[])" for c, t in _NOTIFICATION_COLUMNS
+    )
+    select_list = ", ".join(
+        f"CAST(v.{c} AS jsonb)" if t == "jsonb" else f"v.{c}" for c, t in _NOTIFICATION_COLUMNS
+    )
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c not in _KEPT_ON_UPDATE)
+    return text(
+        f"INSERT INTO {SCHEMA}.inbox AS i ({', '.join(names)}) "
+        f"SELECT {select_list} FROM unnest({arrays}) AS v({', '.join(names)}) "
+        f"ON CONFLICT (notification_id) DO UPDATE SET {updates}, read_at = NULL "
+        "WHERE excluded.version > i.version "
+        "RETURNING i.notification_id, i.user_id"
+    )
+
+
+_UPSERT_NOTIFICATIONS = _upsert_notifications_sql()
+
+_RECORD_DELIVERIES = text(
+    f"UPDATE {SCHEMA}.inbox AS i SET deliveries = i.deliveries || CAST(d.patch AS jsonb) "
+    "FROM unnest(CAST(:notification_id AS text[]), CAST(:user_id AS text[]), "
+    "CAST(:patch AS text[])) AS d(notification_id, user_id, patch) "
+    "WHERE i.notification_id = d.notification_id AND i.user_id = d.user_id "
+    "RETURNING i.notification_id"
+)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+async def upsert_notifications(
+    conn: AsyncConnection, batch: Sequence[Notification]
+) -> list[tuple[str, str]]:
+    """Insert or update the inbox rows of ``batch`` where its version is newer, in ONE statement.
+
+    ``INSERT ... SELECT FROM unnest(...) ON CONFLICT (notification_id) DO UPDATE ...
+    WHERE excluded.version > inbox.version``: a stale or repeated version never
+    overwrites a newer one, even with concurrent or redelivered batches. A newer
+    version becomes unread again (``read_at`` cleared); ``deleted_at`` is never
+    touched, so a deleted notification stays deleted; the owner never changes.
+
+    Args:
+        conn: a connection inside the caller's transaction.
+        batch: at most one version per ``notification_id``
+            (:func:`clarion_ingest.domain.inbox.newest_versions`); PostgreSQL refuses
+            to update one row twice in a statement (SQLSTATE 21000).
+
+    Returns:
+        ``(notification_id, owner user_id)`` of every row inserted or updated; stale or
+        repeated versions are absent.
+    """
+    if not batch:
+        return []
+    columns: dict[str, list[Any]] = {c: [] for c, _ in _NOTIFICATION_COLUMNS}
+    for n in batch:
+        doc = n.model_dump(mode="json", include={"url", "actors", "object", "data"})
+        columns["notification_id"].append(n.notification_id)
+        columns["user_id"].append(n.recipient_id)
+        columns["version"].append(n.version)
+        columns["type"].append(n.type)
+        columns["category"].append(n.category)
+        columns["group_key"].append(n.group_key)
+        columns["title"].append(n.title)
+        columns["body"].append(n.body)
+        columns["body_html"].append(n.body_html)
+        columns["url"].append(doc["url"])
+        columns["priority"].append(n.priority.value)
+        columns["actors"].append(_json(doc["actors"]))
+        columns["actor_count"].append(n.actor_count)
+        columns["object"].append(_json(doc["object"]))
+        columns["data"].append(_json(doc["data"]))
+        columns["channels"].append(_json([c.value for c in n.channels]))
+        columns["created_at"].append(n.created_at)
+        columns["updated_at"].append(n.updated_at)
+    result = await conn.execute(_UPSERT_NOTIFICATIONS, columns)
+    return [(str(nid), str(uid)) for nid, uid in result.all()]
+
+
+async def upsert_notification(conn: AsyncConnection, n: Notification) -> bool:
+    """Upsert one version (see :func:`upsert_notifications`).
 
     Returns:
         True when a row was inserted or updated, False for a stale or repeated version.
     """
-    values = {
-        "notification_id": n.notification_id,
-        "user_id": n.recipient_id,
-        "version": n.version,
-        "type": n.type,
-        "category": n.category,
-        "group_key": n.group_key,
-        "title": n.title,
-        "body": n.body,
-        "body_html": n.body_html,
-        "url": str(n.url) if n.url else None,
-        "priority": n.priority.value,
-        "actors": [a.model_dump(mode="json") for a in n.actors],
-        "actor_count": n.actor_count,
-        "object": n.object.model_dump(mode="json"),
-        "data": n.data,
-        "channels": [c.value for c in n.channels],
-        "created_at": n.created_at,
-        "updated_at": n.updated_at,
+    return bool(await upsert_notifications(conn, [n]))
+
+
+async def record_deliveries(conn: AsyncConnection, patches: Sequence[DeliveryPatch]) -> int:
+    """Merge each patch's channel statuses into its row's ``deliveries``, in ONE statement.
+
+    Rows that do not exist (or belong to another user) are left alone.
+
+    Args:
+        conn: a connection inside the caller's transaction.
+        patches: at most one per row (:func:`clarion_ingest.domain.inbox.delivery_patches`).
+
+    Returns:
+        How many rows were updated.
+    """
+    if not patches:
+        return 0
+    params = {
+        "notification_id": [p.notification_id for p in patches],
+        "user_id": [p.recipient_id for p in patches],
+        "patch": [_json(p.channels) for p in patches],
     }
-    base = insert(inbox).values(**values)
-    changed = {
-        k: base.excluded[k] for k in values if k not in ("notification_id", "user_id", "created_at")
-    }
-    stmt = base.on_conflict_do_update(
-        index_elements=[inbox.c.notification_id],
-        set_={**changed, "read_at": None},
-        where=base.excluded.version > inbox.c.version,
-    ).returning(inbox.c.notification_id)
-    result = await conn.execute(stmt)
-    return result.first() is not None
+    return len((await conn.execute(_RECORD_DELIVERIES, params)).all())
 
 
 async def record_delivery(conn: AsyncConnection, status: DeliveryStatus) -> bool:
@@ -113,19 +217,7 @@ async def record_delivery(conn: AsyncConnection, status: DeliveryStatus) -> bool
     Returns:
         True when a row was updated.
     """
-    stmt = (
-        update(inbox)
-        .where(inbox.c.notification_id == status.notification_id)
-        .where(inbox.c.user_id == status.recipient_id)
-        .values(
-            deliveries=inbox.c.deliveries.op("||")(
-                func.jsonb_build_object(status.channel.value, status.status.value)
-            )
-        )
-        .returning(inbox.c.notification_id)
-    )
-    result = await conn.execute(stmt)
-    return result.first() is not None
+    return bool(await record_deliveries(conn, delivery_patches([status])))
 
 
 async def list_notifications(

@@ -7,7 +7,7 @@ PostgreSQL on a miss; rate-limit counters restart from zero.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -65,6 +65,20 @@ class CountsCache:
         """Drop the cached counts so the next read rebuilds them from PostgreSQL."""
         try:
             await self.client.delete(self.key(user_id))
+        except RedisError:
+            return
+
+    async def invalidate_many(self, user_ids: Iterable[str]) -> None:
+        """Drop the cached counts of every user in ``user_ids`` with one ``DEL`` (one round trip).
+
+        Best effort like :meth:`invalidate`: an unreachable Redis leaves entries that
+        expire after ``ttl_seconds``.
+        """
+        keys = sorted({self.key(u) for u in user_ids})
+        if not keys:
+            return
+        try:
+            await self.client.delete(*keys)
         except RedisError:
             return
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from clarion_contracts.v1 import DeliveryStatus, Notification
 from clarion_ingest.domain.cursor import Cursor
 from clarion_ingest.domain.models import CategoryCounts, CountsOut
 
@@ -57,3 +59,48 @@ def counts_from_rows(rows: list[tuple[str, int, int]]) -> CountsOut:
         total=sum(c.total for c in categories.values()),
         categories=categories,
     )
+
+
+def newest_versions(notifications: Iterable[Notification]) -> list[Notification]:
+    """The newest version of each notification in a consumer batch, sorted by id.
+
+    One upsert statement cannot touch the same row twice, and an older version in
+    the same batch could never win anyway (versions only grow), so only the
+    highest ``version`` per ``notification_id`` is kept; on a tie the later record
+    wins, as it would when applied one by one. Sorting by id makes concurrent
+    batches lock rows in the same order.
+    """
+    newest: dict[str, Notification] = {}
+    for n in notifications:
+        held = newest.get(n.notification_id)
+        if held is None or n.version >= held.version:
+            newest[n.notification_id] = n
+    return [newest[k] for k in sorted(newest)]
+
+
+@dataclass(frozen=True)
+class DeliveryPatch:
+    """The latest status per channel of one inbox row, merged into its ``deliveries``.
+
+    Attributes:
+        notification_id: the inbox row.
+        recipient_id: its owner (a status naming another user changes nothing).
+        channels: channel value (``push``, ``email``, ``in_app``) -> status value.
+    """
+
+    notification_id: str
+    recipient_id: str
+    channels: dict[str, str]
+
+
+def delivery_patches(statuses: Iterable[DeliveryStatus]) -> list[DeliveryPatch]:
+    """Fold a batch of delivery statuses into one patch per (notification, recipient).
+
+    Statuses are applied in record order, so a later status of a channel replaces an
+    earlier one exactly as one update per record would. Patches are sorted by
+    notification id (stable lock order).
+    """
+    merged: dict[tuple[str, str], dict[str, str]] = {}
+    for s in statuses:
+        merged.setdefault((s.notification_id, s.recipient_id), {})[s.channel.value] = s.status.value
+    return [DeliveryPatch(nid, uid, channels) for (nid, uid), channels in sorted(merged.items())]

@@ -15,8 +15,10 @@
 //   read | unread_state | deleted   {ids, offset}: read-state changes made elsewhere
 //   all_read     {offset}
 //   unread       {count}: the unread count changed (from any frame or a refetch)
-//   refetch      {items, next_cursor, counts}: the inbox was reloaded over REST because the
-//                gateway could not replay what was missed (`recovered: false`)
+//   refetch      {items, next_cursor, counts, sinceFrame}: the inbox was reloaded over REST
+//                because the gateway could not replay what was missed (`recovered: false`);
+//                live notifications with `frame > sinceFrame` may be newer than the page
+//   notification events carry `frame`, the count of stream frames received so far
 //   error        {error}
 //
 // Text in notifications is untrusted: render it with textContent, never as HTML.
@@ -53,6 +55,9 @@ export class ClarionClient extends EventTarget {
     this.maxDelayMs = maxDelayMs;
     this.pingMs = pingMs;
     this.offset = null; // last stream offset seen, "epoch:seq"
+    this.lastConnected = null; // the last `connected` frame (session, recovered, missed)
+    this.connects = 0;
+    this.frames = 0; // stream frames received, so an app can tell what a refetch predates
     this.unreadCount = 0;
     this.state = "closed";
     this._ws = null;
@@ -142,9 +147,11 @@ export class ClarionClient extends EventTarget {
 
   /** Reload the first inbox page and the counts, then emit `refetch` and `unread`. */
   async refetch() {
+    const sinceFrame = this.frames;
     const [page, counts] = await Promise.all([this.listNotifications(), this.counts()]);
-    this._emit("refetch", { items: page.items, next_cursor: page.next_cursor, counts });
-    this._setUnread(counts.unread);
+    this._emit("refetch", { items: page.items, next_cursor: page.next_cursor, counts, sinceFrame });
+    // A frame that arrived meanwhile carries a newer count than this response.
+    if (this.frames === sinceFrame) this._setUnread(counts.unread);
     return page;
   }
 
@@ -213,6 +220,8 @@ export class ClarionClient extends EventTarget {
     if (frame.type === "connected") {
       this._attempt = 0;
       this._badTokens = 0;
+      this.connects += 1;
+      this.lastConnected = frame;
       this.offset = frame.offset;
       this._setState("open");
       this._emit("connected", frame);
@@ -230,6 +239,7 @@ export class ClarionClient extends EventTarget {
     }
     if (STREAM_TYPES.has(frame.type)) {
       this.offset = frame.offset;
+      this.frames += 1;
       const offset = frame.offset;
       switch (frame.type) {
         case "notification.created":
@@ -238,6 +248,7 @@ export class ClarionClient extends EventTarget {
             kind: frame.type === "notification.created" ? "created" : "updated",
             notification: frame.notification,
             offset,
+            frame: this.frames,
           });
           break;
         case "notification.read":

@@ -236,8 +236,11 @@ async function connect(event) {
   });
   client.addEventListener("unread", (e) => setBadge(e.detail.count));
   client.addEventListener("refetch", (e) => {
-    items.clear();
-    $("list").replaceChildren();
+    // Keep what arrived live while the page was being fetched; drop the rest.
+    const fetched = new Set(e.detail.items.map((n) => n.id));
+    for (const [id, entry] of items) {
+      if (!fetched.has(id) && !(entry.frame > e.detail.sinceFrame)) remove([id]);
+    }
     for (const n of e.detail.items) upsert(n);
     nextCursor = e.detail.next_cursor;
     $("more").hidden = !nextCursor;
@@ -245,6 +248,7 @@ async function connect(event) {
   });
   client.addEventListener("notification", (e) => {
     const entry = upsert({ ...e.detail.notification, read: false }, { toTop: true });
+    entry.frame = e.detail.frame;
     if (e.detail.kind === "created") toast(entry.data.title);
   });
   client.addEventListener("read", (e) => setRead(e.detail.ids, true));

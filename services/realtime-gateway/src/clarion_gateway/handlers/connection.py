@@ -89,9 +89,7 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
             delay, session.close, CloseCode.BAD_TOKEN, "token expired"
         )
     # Only what the session needs stays referenced while it lives (memory per connection).
-    del raw, frame, claims
-    ws.request = None
-    ws.response = None
+    del raw, frame, claims, request
     try:
         await _recover(gw, session, since)
         await _serve(gw, session, protocol)

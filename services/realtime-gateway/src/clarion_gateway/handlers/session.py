@@ -276,6 +276,7 @@ class Session:
         for m in missing:
             await self.send_message(m)
 
+
 def _ignore_result(task: asyncio.Future[None]) -> None:
     if not task.cancelled():
         task.exception()
