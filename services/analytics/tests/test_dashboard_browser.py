@@ -1,9 +1,10 @@
-"""The dashboard in headless Chromium over real data; saves docs/analytics-dashboard.png.
+"""The dashboard in headless Chromium over generated traffic, down to a screenshot.
 
 analytics runs as an HTTP server (uvicorn, in this process) on the embedded stack, a
 few hours of plausible traffic is published to its topics, and Chromium loads ``/``:
 the rendered DOM must hold the four charts drawn from the API, and a screenshot is
-written for the docs.
+taken (into the test's temporary folder: the one in docs/ comes from a real replay,
+``tests-e2e/screenshot.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from clarion_contracts.registry import DELIVERY_STATUS, INBOX_EVENTS, NOTIFICATI
 from clarion_kit.auth import issue_token
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SCREENSHOT = REPO_ROOT / "docs" / "analytics-dashboard.png"
 KINDS = {
     "notification": NOTIFICATIONS,
     "status": DELIVERY_STATUS,
@@ -112,8 +111,8 @@ async def _chromium(*args: str) -> str:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-async def test_dashboard_renders_charts_and_saves_screenshot(
-    served: tuple[str, AnalyticsSettings],
+async def test_dashboard_renders_charts_and_takes_a_screenshot(
+    served: tuple[str, AnalyticsSettings], tmp_path: Path
 ) -> None:
     base_url, settings = served
     now = datetime.now(UTC)
@@ -157,7 +156,7 @@ async def test_dashboard_renders_charts_and_saves_screenshot(
     assert 'class="line"' in dom
     assert 'data-kpi="created"' in dom
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    await _chromium(f"--screenshot={SCREENSHOT}", f"{base_url}/")
-    assert SCREENSHOT.stat().st_size > 20_000
-    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    screenshot = tmp_path / "analytics-dashboard.png"
+    await _chromium(f"--screenshot={screenshot}", f"{base_url}/")
+    assert screenshot.stat().st_size > 20_000
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,12 +10,21 @@ processes with the same ``CLARION_*`` environment, and runs four phases, each
   figure is records / seconds until every row is in ``ingest.inbox``.
 * **delivery**: one ``DeliveryStatus`` per row of the previous phase on
   ``clarion.delivery-status.v1``; statuses / seconds until every row records it.
-* **profiles**: ``PUT /v1/users/{id}`` from 4 concurrent clients, requests/s.
+* **profiles**: ``--profiles`` ``PUT /v1/users/{id}`` from 4 concurrent clients,
+  requests/s; like the replay client, a 429 or 503 is retried after its Retry-After.
 * **latency**: ``POST /v1/events`` at ``--rate`` events/s for ``--duration`` seconds
   (``issue.opened``, aggregation window 0, one object per event); the real aggregator
   turns each into a notification and ingest-api materialises it. A trigger installed in
   the benchmark's throwaway database sends ``pg_notify`` on every inserted inbox row,
-  so the latency is POST sent -> row committed (p50/p95/p99).
+  so the latency is POST sent -> row committed (p50/p95/p99). A consumer of the
+  notifications topic in this process splits it into POST -> notification produced
+  (ingest-api + aggregator) and notification -> row (ingest-api's consumer), and the
+  CPU each service process used per event is printed: on a shared machine the
+  stages show which process saturates first.
+
+The service settings are the defaults (``--rate-limit-api-key`` overrides the
+producer rate limit). ``PYTHONPATH=<other checkout>/src`` runs another version of
+``clarion_ingest`` in the service process, for before/after figures.
 
 Usage::
 
@@ -43,6 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -89,6 +99,11 @@ class Proc:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the process used so far (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -282,6 +297,7 @@ async def latency_round(
     duration: float,
     bootstrap: str,
     topic: str,
+    procs: list[Proc],
 ) -> list[float]:
     """POST events at ``rate``/s for ``duration`` s; seconds from POST to inbox row.
 
@@ -302,8 +318,11 @@ async def latency_round(
     sent: dict[str, float] = {}
     failures = 0
     headers = {"Authorization": f"Bearer {api_key}"}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
+    # aiohttp: about half httpx's CPU per request, and the client shares the machine.
+    connector = aiohttp.TCPConnector(limit=64)
+    timeout = aiohttp.ClientTimeout(total=30)
+    cpu_before = {p.name: p.cpu_seconds() for p in procs}
+    async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as http:
 
         async def post(i: int) -> None:
             nonlocal failures
@@ -317,9 +336,15 @@ async def latency_round(
                 "object": {"type": "issue", "id": oid, "title": "Crash on empty inbox"},
             }
             sent[oid] = time.perf_counter()
-            response = await http.post("/v1/events", json=body, headers=headers)
+            try:
+                async with http.post("/v1/events", json=body, headers=headers) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError):
+                failures += 1
+                return
             answered.append(time.perf_counter() - sent[oid])
-            if response.status_code != 202:
+            if status != 202:
                 failures += 1
 
         total = int(rate * duration)
@@ -331,6 +356,7 @@ async def latency_round(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(post(i)))
         await asyncio.gather(*tasks)
+        posting = time.perf_counter() - start
         for _ in range(600):  # at most 30 s for the last rows
             if all(k in seen for k in sent):
                 break
@@ -339,15 +365,18 @@ async def latency_round(
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    cpu = {p.name: (p.cpu_seconds() - cpu_before[p.name]) / max(len(sent), 1) * 1000 for p in procs}
     latencies = [seen[k] - t for k, t in sent.items() if k in seen]
     to_topic = [arrived[k] - t for k, t in sent.items() if k in arrived]
     to_row = [seen[k] - arrived[k] for k in sent if k in seen and k in arrived]
     missing = len(sent) - len(latencies)
     print(
-        f"  latency  {run}: {len(latencies)}/{len(sent)} rows, {failures} non-202, "
+        f"  latency  {run}: {len(latencies)}/{len(sent)} rows, {failures} not answered 202, "
         f"{missing} missing; POST -> row p50/p95/p99 {_ms(latencies)} ms\n"
         f"           202 answered {_ms(answered)} ms; POST -> notification on topic "
-        f"{_ms(to_topic)} ms; topic -> row {_ms(to_row)} ms",
+        f"{_ms(to_topic)} ms; topic -> row {_ms(to_row)} ms\n"
+        f"           posted in {posting:.1f}s; CPU ms per event: "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items()),
         flush=True,
     )
     return latencies
@@ -434,10 +463,18 @@ async def run_bench(args: argparse.Namespace, env: dict[str, str], log_dir: Path
             await db.execute(TRIGGER_SQL)
             print("aggregator ready; warming up", flush=True)
             topic = prefix + NOTIFICATIONS.name
-            await latency_round(pg_url, base_url, key, "warm", 20, 5, bootstrap, topic)
+            await latency_round(pg_url, base_url, key, "warm", 20, 5, bootstrap, topic, procs)
             runs = [
                 await latency_round(
-                    pg_url, base_url, key, f"l{r}", args.rate, args.duration, bootstrap, topic
+                    pg_url,
+                    base_url,
+                    key,
+                    f"l{r}",
+                    args.rate,
+                    args.duration,
+                    bootstrap,
+                    topic,
+                    procs,
                 )
                 for r in range(args.rounds)
             ]

@@ -46,6 +46,7 @@ EXPECTED = {
     ("/v1/unsubscribe", "get"): {200, 401, 403, 422},
     ("/v1/admin/announcements", "post"): {202, 401, 403, 422, 429, 503},
     ("/v1/config", "get"): {200},
+    ("/v1/dev/token", "get"): {200, 422},
 }
 
 
@@ -117,3 +118,4 @@ def test_event_bodies_reference_the_contract(openapi: dict[str, Any]) -> None:
 def test_config_route_is_development_only() -> None:
     doc = create_app(IngestSettings(environment="test")).openapi()
     assert "/v1/config" not in doc["paths"]
+    assert "/v1/dev/token" not in doc["paths"]

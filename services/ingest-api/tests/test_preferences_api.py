@@ -9,7 +9,8 @@ import pytest
 
 from clarion_contracts.registry import DOMAIN_EVENTS, PREFERENCES, PUSH_SUBSCRIPTIONS
 from clarion_contracts.v1 import DomainEvent, Preferences, PushSubscription
-from clarion_kit.auth import issue_token
+from clarion_ingest.settings import IngestSettings
+from clarion_kit.auth import issue_token, verify_token
 
 pytestmark = pytest.mark.integration
 
@@ -181,9 +182,19 @@ async def test_demo_page_and_config_in_development(ingest: Any) -> None:
     assert "text/html" in page.headers["content-type"]
     unknown = await ingest.http.get("/v1/nothing")
     assert unknown.status_code == 404
+    issued = await ingest.http.get("/v1/dev/token", params={"user": "zoe"})
+    assert issued.status_code == 200
+    token = issued.json()["token"]
+    assert verify_token(IngestSettings(environment="development"), token).subject == "zoe"
+    inbox = await ingest.http.get(
+        "/v1/me/notifications", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert inbox.status_code == 200
+    assert (await ingest.http.get("/v1/dev/token", params={"user": "a b"})).status_code == 422
 
 
 async def test_no_demo_page_or_config_outside_development(start_ingest: Any) -> None:
     async with start_ingest(environment="test") as svc:
         assert (await svc.http.get("/v1/config")).status_code == 404
+        assert (await svc.http.get("/v1/dev/token", params={"user": "zoe"})).status_code == 404
         assert (await svc.http.get("/")).status_code == 404

@@ -10,12 +10,13 @@ import time
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
 from clarion_contracts.base import Channel
-from clarion_contracts.registry import DELIVERY_STATUS, PRESENCE
+from clarion_contracts.registry import DELIVERY_STATUS, NOTIFICATIONS, PRESENCE
 from clarion_contracts.v1 import DeliveryState, InboxAction, PresenceStatus
 from clarion_gateway.protocol import CloseCode
 
@@ -354,3 +355,45 @@ async def test_crashed_instance_users_go_offline(harness: Any) -> None:
         ("milo", PresenceStatus.ONLINE),
         ("milo", PresenceStatus.OFFLINE),
     ]
+
+
+async def test_history_script_renders_what_the_template_promises(harness: Any) -> None:
+    from clarion_gateway.domain.entries import entry_from_notification
+    from clarion_gateway.protocol import Offset
+
+    gw = await harness.gateway(kafka=False)
+    entry = entry_from_notification(harness.notification("olga", 'o"1 <x>'))
+    result = await gw.history.append(entry)
+    (stored,) = await gw.history.read("olga", 1)
+    expected = entry.template.render(Offset(result.epoch, 1), 1).encode()
+    assert stored.frame == expected
+    assert (stored.seq, stored.kind, stored.version) == (1, "n", 1)
+    assert json.loads(stored.frame)["notification"]["notification_id"] == 'o"1 <x>'
+    again = await gw.history.append(entry)
+    assert again.duplicate
+
+
+async def test_invalid_record_goes_to_dlq_and_the_stream_continues(harness: Any) -> None:
+    gw = await harness.gateway()
+    client = await harness.client(gw, "pia")
+    topic = harness.prefix + NOTIFICATIONS.name
+    await harness.producer.send_and_wait(topic, value=b'{"not": "a notification"}', key=b"pia")
+    await harness.notify(harness.notification("pia", "p1"))
+    (frame,) = await client.recv_until(1)
+    assert frame["notification"]["notification_id"] == "p1"
+    consumer = AIOKafkaConsumer(
+        topic + ".dlq",
+        bootstrap_servers=harness.settings["kafka_bootstrap_servers"],
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    try:
+        record = await asyncio.wait_for(consumer.getone(), 30)
+    finally:
+        await consumer.stop()
+    headers = dict(record.headers)
+    assert record.value == b'{"not": "a notification"}'
+    assert headers["x-clarion-original-topic"] == topic.encode()
+    assert headers["x-clarion-error-type"] == b"ValidationError"
+    assert gw.metrics.records.labels(topic, "invalid")._value.get() == 1

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -195,28 +195,24 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await _bounded(task, "task")
         self._tasks.clear()
-        await self._flush_reports()
+        # Every step is bounded: a stuck dependency must not keep the process alive.
+        await _bounded(self._flush_reports(), "delivery status flush")
         if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
+            await _bounded(self._consumer.stop(), "consumer stop")
         if self._presence is not None:
-            with contextlib.suppress(RedisError):
-                # The other instances' sweepers unregister our users; if they are
-                # reconnecting elsewhere they never appear offline.
-                await self._presence.stop_heartbeat()
+            # The other instances' sweepers unregister our users; if they are
+            # reconnecting elsewhere they never appear offline.
+            await _bounded(self._presence.stop_heartbeat(), "heartbeat removal")
         if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
+            await _bounded(self._producer.stop(), "producer stop")
         if self._channels is not None:
-            await self._channels.stop()
+            await _bounded(self._channels.stop(), "pubsub stop")
         if self._health is not None:
-            await self._health.stop()
+            await _bounded(self._health.stop(), "health server stop")
         if self._redis is not None:
-            with contextlib.suppress(RedisError):
-                await self._redis.aclose()
+            await _bounded(self._redis.aclose(), "redis close")
         log.info("gateway_stopped")
 
     async def kill(self) -> None:
@@ -434,6 +430,18 @@ class Gateway:
         await self._producer.send(
             self.settings.topic(PRESENCE), value=event.to_bytes(), key=user_id.encode()
         )
+
+
+async def _bounded(step: Awaitable[Any], what: str, timeout: float = 5.0) -> None:
+    """Await one shutdown step for at most ``timeout`` seconds; log instead of raising."""
+    try:
+        await asyncio.wait_for(step, timeout)
+    except asyncio.CancelledError:
+        if isinstance(step, asyncio.Task) and step.cancelled():
+            return  # the task we cancelled ended
+        raise
+    except Exception as exc:  # includes TimeoutError
+        log.warning("shutdown_step_failed", step=what, error=repr(exc))
 
 
 def _swallow(task: asyncio.Future[Any]) -> None:

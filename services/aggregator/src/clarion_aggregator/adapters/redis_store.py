@@ -182,6 +182,19 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return 0
 """
 
+DIGEST_ADD_LUA = """
+-- ARGV[1] key prefix, ARGV[2] ttl seconds, ARGV[3] JSON array of
+-- [member, notification id, item JSON, "start_ms due_ms", due_ms]
+local prefix = ARGV[1]
+for _, e in ipairs(cjson.decode(ARGV[3])) do
+  local hkey = prefix .. 'digest:' .. e[1]
+  redis.call('HSET', hkey, e[2], e[3], '~period', e[4])
+  redis.call('EXPIRE', hkey, ARGV[2])
+  redis.call('ZADD', prefix .. 'digest:due', 'NX', e[5], e[1])
+end
+return 1
+"""
+
 PERIOD_FIELD = "~period"
 
 
@@ -334,6 +347,7 @@ class RedisStateStore:
         self.ttl_seconds = ttl_seconds
         self._aggregate = redis.register_script(AGGREGATE_LUA)
         self._contexts = redis.register_script(CONTEXTS_LUA)
+        self._digest_add = redis.register_script(DIGEST_ADD_LUA)
         self._profile = redis.register_script(PROFILE_LUA)
         self._claim = redis.register_script(CLAIM_DIGESTS_LUA)
         self._finish = redis.register_script(FINISH_DIGEST_LUA)
@@ -484,23 +498,23 @@ class RedisStateStore:
     # -- digests -----------------------------------------------------------------------
 
     async def add_digest_items(self, entries: Sequence[DigestEntry]) -> None:
-        """Buffer digest items (a newer version of a notification replaces the older)."""
+        """Buffer digest items (a newer version of a notification replaces the older).
+
+        One :data:`DIGEST_ADD_LUA` call per batch of entries.
+        """
         if not entries:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for e in entries:
-                member = f"{e.recipient_id}|{e.period_key}"
-                hkey = self.key("digest", member)
-                pipe.hset(
-                    hkey,
-                    mapping={
-                        e.notification_id: e.item_json,
-                        PERIOD_FIELD: f"{e.period_start_ms} {e.due_ms}",
-                    },
-                )
-                pipe.expire(hkey, self.ttl_seconds)
-                pipe.zadd(self.key("digest", "due"), {member: e.due_ms}, nx=True)
-            await pipe.execute()
+        payload = [
+            [
+                f"{e.recipient_id}|{e.period_key}",
+                e.notification_id,
+                e.item_json,
+                f"{e.period_start_ms} {e.due_ms}",
+                str(e.due_ms),
+            ]
+            for e in entries
+        ]
+        await self._digest_add(args=[self.prefix, self.ttl_seconds, json.dumps(payload)])
 
     async def claim_due_digests(
         self, now_ms: int, lease_ms: int, limit: int = 500

@@ -1,11 +1,19 @@
-"""Development-only endpoints: configuration of the demo inbox page."""
+"""Development-only endpoints: configuration of the demo inbox page and user tokens.
+
+The router is mounted only when ``environment == "development"``; elsewhere these
+paths answer 404.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from clarion_ingest.deps import RuntimeDep
 from clarion_ingest.domain.models import ConfigOut
+from clarion_kit.auth import issue_token
 from clarion_kit.problems import problem_responses
 
 router = APIRouter(tags=["development"])
@@ -23,3 +31,27 @@ async def config(runtime: RuntimeDep) -> ConfigOut:
     return ConfigOut(
         gateway_url=settings.public_gateway_url, vapid_public_key=settings.vapid_public_key
     )
+
+
+class DevTokenOut(BaseModel):
+    """A development user token for the demo page."""
+
+    token: str
+    user_id: str
+    expires_in: int
+
+
+@router.get(
+    "/v1/dev/token",
+    response_model=DevTokenOut,
+    summary="A user JWT for the demo inbox page (development only)",
+    responses=problem_responses(422),
+)
+async def dev_token(
+    runtime: RuntimeDep,
+    user: Annotated[str, Query(min_length=1, max_length=128, pattern=r"^[^\s]+$")],
+) -> DevTokenOut:
+    """Sign a one-hour token for ``user`` with the development secret, as ``clarion dev-token``."""
+    ttl = 3600
+    token = issue_token(runtime.settings, subject=user, ttl=ttl)
+    return DevTokenOut(token=token, user_id=user, expires_in=ttl)
