@@ -213,10 +213,10 @@ async def test_offset_committed_after_dead_letter(
     finally:
         await broker.stop()
 
-    # A member of the same group reads the committed position through the coordinator.
+    # A member of the same group (prefixed like the topics) reads the committed position.
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=_group(settings),
+        group_id=settings.topic_prefix + _group(settings),
         enable_auto_commit=False,
     )
     await consumer.start()

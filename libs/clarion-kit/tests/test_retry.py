@@ -197,6 +197,9 @@ def test_create_broker_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert broker.clarion_dlq is not None  # type: ignore[attr-defined]
     opts = subscriber_options(settings, max_records=5)
     assert opts["group_id"] == "svc"
+    prefixed = settings.model_copy(update={"topic_prefix": "staging."})
+    assert subscriber_options(prefixed)["group_id"] == "staging.svc"
+    assert subscriber_options(prefixed, group_id="svc-x")["group_id"] == "staging.svc-x"
     assert opts["auto_offset_reset"] == "earliest"
     assert opts["fetch_max_wait_ms"] == 5
     assert opts["max_records"] == 5

@@ -179,7 +179,9 @@ def subscriber_options(
     """Keyword arguments for ``broker.subscriber(topic, **subscriber_options(settings))``.
 
     * ``group_id``: the consumer group, default ``settings.service_name`` (one group per
-      service: partitions are shared among its replicas);
+      service: partitions are shared among its replicas), prefixed with
+      ``settings.topic_prefix`` like the topics, so two deployments sharing a cluster
+      under different prefixes never share (or rebalance) a group;
     * ``auto_offset_reset="earliest"``: a new group reads the topic from the start;
     * ``fetch_max_wait_ms`` = :data:`FETCH_MAX_WAIT_MS`;
     * ``session_timeout_ms`` = ``settings.kafka_session_timeout_ms``, heartbeats at a third
@@ -192,7 +194,7 @@ def subscriber_options(
     """
     session = settings.kafka_session_timeout_ms
     options: dict[str, Any] = {
-        "group_id": group_id or settings.service_name,
+        "group_id": settings.topic_prefix + (group_id or settings.service_name),
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         "ack_policy": AckPolicy.NACK_ON_ERROR,

@@ -24,7 +24,8 @@ class AggregatorSettings(ServiceSettings):
             notification per this many seconds while it grows in its window.
         push_ttl_seconds: Web Push TTL of push requests (RFC 8030 §5.2).
         state_ttl_seconds: lifetime of aggregation groups and dedup keys in Redis.
-        batch_max_records: most domain events consumed per batch.
+        batch_max_records: most records consumed per batch (a batch shares its Redis
+            round trips and one round of broker acknowledgements).
         fanout_batch_size: recipients per batch when expanding an audience.
         digest_interval_seconds: how often the digest flusher looks for due digests.
         digest_lease_seconds: how long a claimed digest is reserved before another
@@ -44,7 +45,7 @@ class AggregatorSettings(ServiceSettings):
     push_throttle_seconds: float = Field(default=300.0, ge=0)
     push_ttl_seconds: int = Field(default=86400, ge=0)
     state_ttl_seconds: int = Field(default=7 * 86400, ge=60)
-    batch_max_records: int = Field(default=500, ge=1)
+    batch_max_records: int = Field(default=2000, ge=1)
     fanout_batch_size: int = Field(default=2000, ge=1)
     digest_interval_seconds: float = Field(default=5.0, gt=0)
     digest_lease_seconds: float = Field(default=120.0, gt=0)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from clarion_aggregator.domain.grouping import MAX_EVENT_IDS, Outcome
@@ -272,8 +273,8 @@ class GroupSnapshot:
             notification_id=reply["n"],
             version=int(raw["version"]),
             actor_count=int(reply["k"]),
-            actors=json.loads(raw["actors"]),
-            event_ids=json.loads(raw["events"]),
+            actors=orjson.loads(raw["actors"]),
+            event_ids=orjson.loads(raw["events"]),
             first_occurred_ms=int(raw["first_ms"]),
             last_occurred_ms=int(raw["last_ms"]),
             created_ms=int(raw["created_ms"]),
@@ -396,9 +397,9 @@ class RedisStateStore:
                     }
                     for it in items[start : start + chunk]
                 ]
-                await self._aggregate(args=[self.prefix, json.dumps(payload)], client=pipe)
+                await self._aggregate(args=[self.prefix, orjson.dumps(payload)], client=pipe)
             replies = await pipe.execute()
-        results = [r for reply in replies for r in json.loads(reply)]
+        results = [r for reply in replies for r in orjson.loads(reply)]
         return [
             GroupSnapshot.from_reply(r, it.context) for r, it in zip(results, items, strict=True)
         ]
@@ -419,7 +420,7 @@ class RedisStateStore:
             for start in range(0, len(users), chunk):
                 await self._contexts(args=[self.prefix, *users[start : start + chunk]], client=pipe)
             replies = await pipe.execute()
-        rows = [row for reply in replies for row in json.loads(reply)]
+        rows = [row for reply in replies for row in orjson.loads(reply)]
         out: dict[str, UserContext] = {}
         for uid, (raw_prefs, locale, tz, sessions) in zip(users, rows, strict=True):
             out[uid] = UserContext(

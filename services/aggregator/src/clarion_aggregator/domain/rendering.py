@@ -27,13 +27,14 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from html import unescape
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import nh3
-from jinja2 import ChainableUndefined, FileSystemLoader, TemplateNotFound
+from jinja2 import ChainableUndefined, FileSystemLoader, Template, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
@@ -52,22 +53,31 @@ def clean_text(value: object, limit: int = MAX_TEXT) -> str:
     Removes control and format characters (including bidi overrides), collapses
     whitespace and cuts to ``limit`` characters (ending with ``…`` when cut).
     """
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in str(value or ""))
+    text = str(value or "")
+    # Printable ASCII holds no Unicode category C character, so only non-ASCII or
+    # control-bearing text needs the per-character scan.
+    if not (text.isascii() and text.isprintable()):
+        text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
     text = _SPACE.sub(" ", text).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
 
 
-def sanitize_html(html: str) -> str:
-    """Clean HTML with nh3: only the tags in :data:`ALLOWED_TAGS`, links get ``rel``."""
-    return nh3.clean(
-        html,
+@lru_cache(maxsize=1)
+def _cleaner() -> nh3.Cleaner:
+    # Building the ammonia policy costs more than cleaning a short notification.
+    return nh3.Cleaner(
         tags=set(ALLOWED_TAGS),
         attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
+
+
+def sanitize_html(html: str) -> str:
+    """Clean HTML with nh3: only the tags in :data:`ALLOWED_TAGS`, links get ``rel``."""
+    return _cleaner().clean(html)
 
 
 @dataclass(frozen=True)
@@ -107,15 +117,26 @@ class Renderer:
 
     def __init__(self, templates_dir: str | Path | None = None) -> None:
         loader = FileSystemLoader(str(templates_dir or default_templates_dir()))
+        # Templates are read once per process (the file list already is): no
+        # modification-time check per render; a changed template applies on restart.
         self._html = SandboxedEnvironment(
             loader=loader,
             autoescape=True,
             undefined=ChainableUndefined,
             keep_trailing_newline=False,
+            auto_reload=False,
+            cache_size=-1,
         )
         self._html.filters["strong"] = _strong_html
         self._available = frozenset(loader.list_templates())
         self._paths: dict[tuple[str, str | None], str] = {}
+        self._templates: dict[str, Template] = {}
+
+    def _template(self, path: str) -> Template:
+        template = self._templates.get(path)
+        if template is None:
+            template = self._templates[path] = self._html.get_template(path)
+        return template
 
     def template_path(self, template: str, locale: str | None) -> str:
         """The template file used for ``template`` in ``locale`` (with fallbacks).
@@ -173,7 +194,7 @@ class Renderer:
             "priority": priority,
         }
         path = self.template_path(template, locale)
-        html_title, html_body = _split(str(self._html.get_template(path).render(context)))
+        html_title, html_body = _split(str(self._template(path).render(context)))
         title, body = _to_text(html_title), _to_text(html_body)
         html = f"<p>{html_title}</p>"
         if html_body:

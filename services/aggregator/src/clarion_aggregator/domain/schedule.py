@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property, lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -85,12 +86,15 @@ class DigestPeriod:
     start: datetime
     end: datetime
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Stable name of the period: its end as ``YYYYMMDDTHHMMZ``."""
         return self.end.strftime("%Y%m%dT%H%MZ")
 
 
+# Pure in (instant, schedule, zone, hour), and a batch routes all its recipients at one
+# instant: memoised so a batch computes each zone's period once.
+@lru_cache(maxsize=1024)
 def digest_period(
     now: datetime, schedule: DigestSchedule, tz: ZoneInfo, digest_hour: int = 9
 ) -> DigestPeriod | None:

@@ -26,9 +26,12 @@ import asyncio
 import base64
 import json
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from clarion_aggregator.adapters.kafka import KafkaPublisher, OutRecord
 from clarion_aggregator.adapters.redis_store import (
@@ -138,6 +141,9 @@ class Pipeline:
         self._acks: list[Awaitable[Any]] = []
         self._contexts: dict[tuple[Any, Priority], str] = {}
         self._renders: dict[tuple[Any, ...], Rendered] = {}
+        # Metric increments are tallied per batch: a labelled Prometheus child lookup
+        # per record costs more than the counting itself.
+        self._tally: Counter[tuple[str, str]] = Counter()
         self._topics = {
             "notifications": settings.topic(NOTIFICATIONS),
             "push": settings.topic(PUSH_REQUESTS),
@@ -166,11 +172,38 @@ class Pipeline:
         total = BatchResult()
         self._acks = []
         self._trace = {
-            e.event_id: inject({}, extract(h)) for e, h in zip(events, headers or (), strict=False)
+            e.event_id: _trace_headers(h) for e, h in zip(events, headers or (), strict=False)
         }
+        self._tally.clear()
+        self._tally.update(("events", e.type) for e in events)
+        try:
+            await self._process(events, total)
+        finally:
+            self._flush_metrics()
+        acks, self._acks = self._acks, []
+        if acks:
+            await asyncio.gather(*acks)
+        return total
+
+    def _flush_metrics(self) -> None:
+        m = self.metrics
+        children = {
+            "events": m.events,
+            "suppressed": m.suppressed,
+            "groups": m.groups,
+            "notifications": m.notifications,
+            "emails": m.emails,
+        }
+        for (name, label), count in self._tally.items():
+            if name == "pushes":
+                m.pushes.inc(count)
+            else:
+                children[name].labels(label).inc(count)
+        self._tally.clear()
+
+    async def _process(self, events: Sequence[DomainEvent], total: BatchResult) -> None:
         pending: list[tuple[DomainEvent, str]] = []
         for event in events:
-            self.metrics.events.labels(type=event.type).inc()
             if event.audience is None:
                 for rid in dict.fromkeys(event.recipients or ()):
                     if rid != event.actor.id:
@@ -184,10 +217,6 @@ class Pipeline:
             ):
                 await self._run([(event, r) for r in batch if r != event.actor.id], total)
         await self._run(pending, total)
-        acks, self._acks = self._acks, []
-        if acks:
-            await asyncio.gather(*acks)
-        return total
 
     async def _run(self, pairs: list[tuple[DomainEvent, str]], total: BatchResult) -> None:
         if not pairs:
@@ -217,7 +246,7 @@ class Pipeline:
             total.pairs += 1
             if routing.suppressed:
                 total.suppressed += 1
-                self.metrics.suppressed.labels(type=event.type).inc()
+                self._tally["suppressed", event.type] += 1
                 continue
             event_id = str(event.event_id)
             routed.append(_Pair(event, rid, rule, priority, routing, user))
@@ -272,7 +301,7 @@ class Pipeline:
             total.updated += 1
         else:
             total.duplicates += 1
-        self.metrics.groups.labels(outcome=snap.outcome.value).inc()
+        self._tally["groups", snap.outcome.value] += 1
         rid = pair.recipient_id
         ctx = snap.context
         priority = Priority(ctx.get("priority", pair.priority))
@@ -335,7 +364,7 @@ class Pipeline:
                 OutRecord(self._topics["notifications"], rid, note.to_bytes(), trace_headers)
             )
             total.notifications += 1
-            self.metrics.notifications.labels(type=pair.event.type).inc()
+            self._tally["notifications", pair.event.type] += 1
         alert_due = snap.alert_version == snap.version
         if routing.push and alert_due:
             icon = shown[0][2] if shown and len(shown[0]) > 2 else None
@@ -361,7 +390,7 @@ class Pipeline:
             )
             records.append(OutRecord(self._topics["push"], rid, push.to_bytes(), trace_headers))
             total.pushes += 1
-            self.metrics.pushes.inc()
+            self._tally["pushes", ""] += 1
         if routing.email is EmailMode.NONE:
             return
         item = EmailItem.model_validate(
@@ -392,7 +421,7 @@ class Pipeline:
             )
             records.append(OutRecord(self._topics["email"], rid, email.to_bytes(), trace_headers))
             total.emails += 1
-            self.metrics.emails.labels(kind="immediate").inc()
+            self._tally["emails", "immediate"] += 1
         elif routing.digest is not None:
             digests.append(
                 DigestEntry(
@@ -406,6 +435,23 @@ class Pipeline:
             )
 
 
+_W3C_KEYS = frozenset({"traceparent", "tracestate"})
+
+
+def _trace_headers(carrier: Any) -> dict[str, str]:
+    """The W3C Trace Context headers continuing ``carrier``'s trace (``{}``: none)."""
+    # The subscriber hands over the carriers clarion_kit.tracing.continue_traces just
+    # injected: already canonical, so they are copied instead of parsed and re-injected.
+    if (
+        isinstance(carrier, dict)
+        and "traceparent" in carrier
+        and carrier.keys() <= _W3C_KEYS
+        and all(type(v) is str for v in carrier.values())
+    ):
+        return dict(carrier)
+    return inject({}, extract(carrier))
+
+
 def context_json(event: DomainEvent, priority: Priority) -> str:
     """The group context stored with each version: the event's object, data, priority,
     tenant and ingested_at, as JSON."""
@@ -416,4 +462,8 @@ def context_json(event: DomainEvent, priority: Priority) -> str:
         "tenant_id": event.tenant_id,
         "ingested_at": event.ingested_at.isoformat() if event.ingested_at else None,
     }
-    return json.dumps(context, default=str)
+    try:
+        return orjson.dumps(context, default=str).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits, which JSON event data may hold.
+        return json.dumps(context, default=str)

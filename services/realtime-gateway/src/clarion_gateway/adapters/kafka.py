@@ -16,18 +16,22 @@ from clarion_gateway.settings import GatewaySettings
 
 
 def create_consumer(settings: GatewaySettings, topics: Sequence[str]) -> AIOKafkaConsumer:
-    """A consumer in group ``settings.consumer_group`` with manual commits (at-least-once)."""
+    """A consumer in group ``topic_prefix + consumer_group`` with manual commits (at-least-once).
+
+    The group carries the topic prefix so deployments sharing a cluster under different
+    prefixes never share a group.
+    """
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.consumer_group,
+        group_id=settings.topic_prefix + settings.consumer_group,
         client_id=f"{settings.service_name}-{settings.instance_id}",
         enable_auto_commit=False,
         auto_offset_reset=settings.kafka_auto_offset_reset,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_poll_records=settings.kafka_max_batch,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
         metadata_max_age_ms=5_000,
     )
 
