@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -20,8 +21,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from clarion_contracts.registry import TOPICS
 
 
-async def pipeline_lag(bootstrap_servers: str, topic_prefix: str = "") -> dict[str, int]:
+async def pipeline_lag(
+    bootstrap_servers: str, topic_prefix: str = "", only: Iterable[str] | None = None
+) -> dict[str, int]:
     """Return ``{group: lag in records}`` for every group consuming a registry topic.
+
+    ``only`` keeps the groups whose name (without the topic prefix) is one of these
+    service names, e.g. ``("aggregator", "ingest-api")``.
 
     Raises:
         aiokafka.errors.KafkaError: the broker cannot be reached.
@@ -40,7 +46,10 @@ async def pipeline_lag(bootstrap_servers: str, topic_prefix: str = "") -> dict[s
             return {}
         ends = await probe.end_offsets(partitions)
         result: dict[str, int] = {}
+        wanted = {topic_prefix + name for name in only} if only is not None else None
         for group, _kind in await admin.list_consumer_groups():
+            if wanted is not None and group not in wanted:
+                continue
             committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
             done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
             consumed = {tp.topic for tp in done}
@@ -61,6 +70,7 @@ async def wait_drained(
     topic_prefix: str = "",
     timeout: float = 300.0,
     settle: float = 1.0,
+    only: Iterable[str] | None = None,
 ) -> dict[str, int]:
     """Wait until every group's lag stays zero for ``settle`` seconds.
 
@@ -74,7 +84,7 @@ async def wait_drained(
     zero_since: float | None = None
     lags: dict[str, int] = {}
     while time.monotonic() < deadline:
-        lags = await pipeline_lag(bootstrap_servers, topic_prefix)
+        lags = await pipeline_lag(bootstrap_servers, topic_prefix, only)
         if all(v == 0 for v in lags.values()):
             zero_since = zero_since or time.monotonic()
             if time.monotonic() - zero_since >= settle:
