@@ -202,6 +202,10 @@ def test_create_broker_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert subscriber_options(prefixed, group_id="svc-x")["group_id"] == "staging.svc-x"
     assert opts["auto_offset_reset"] == "earliest"
     assert opts["fetch_max_wait_ms"] == 5
+    assert subscriber_options(ServiceSettings(), background=True)["fetch_max_wait_ms"] == 200
+    tuned = ServiceSettings(kafka_fetch_max_wait_ms=20, kafka_background_fetch_max_wait_ms=500)
+    assert subscriber_options(tuned)["fetch_max_wait_ms"] == 20
+    assert subscriber_options(tuned, background=True)["fetch_max_wait_ms"] == 500
     assert opts["max_records"] == 5
     assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (10_000, 3000)
     short = ServiceSettings(kafka_session_timeout_ms=3000)

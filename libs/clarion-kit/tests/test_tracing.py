@@ -231,3 +231,38 @@ def test_configuring_twice_from_settings_adds_one_exporter(
         pass
     provider.force_flush()
     assert [s.name for s in made[0].get_finished_spans()] == ["exported-once"]
+
+
+def test_without_an_exporter_batch_spans_only_continue_the_ids(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import dataclass
+
+    from clarion_kit import tracing
+
+    with get_tracer("t").start_as_current_span("upstream") as upstream:
+        carrier = inject([])
+    up = upstream.get_span_context()
+    spans.clear()
+    monkeypatch.setattr(tracing, "_attached", set())
+    assert not tracing.exporting()
+    with tracing.continue_traces("t.events process", [carrier, None, carrier]) as out:
+        got = [trace.get_current_span(extract(h)).get_span_context() for h in out]
+
+    @dataclass
+    class Rec:
+        topic: str
+        partition: int
+        offset: int
+        headers: object
+
+    with tracing.record_spans([Rec("t", 0, 1, carrier), Rec("t", 0, 2, None)]) as made:
+        from_records = [s.get_span_context() for s in made]
+    assert spans.get_finished_spans() == ()
+    assert all(c.is_valid for c in got + from_records)
+    assert got[0].trace_id == got[2].trace_id == from_records[0].trace_id == up.trace_id
+    assert got[1].trace_id != up.trace_id
+    assert from_records[1].trace_id != up.trace_id
+    ids = {c.span_id for c in got + from_records} | {up.span_id}
+    assert len(ids) == 6
+    assert all(not s.is_recording() for s in made)

@@ -50,9 +50,6 @@ if TYPE_CHECKING:
 
 _log = get_logger(__name__)
 
-FETCH_MAX_WAIT_MS = 5
-"""Consumer long-poll wait: small, since Tansu otherwise adds hundreds of ms of latency."""
-
 KAFKA_LOGGER = "clarion.kafka"
 """Name of the stdlib logger FastStream brokers log through."""
 
@@ -174,6 +171,7 @@ def subscriber_options(
     settings: ServiceSettings,
     *,
     group_id: str | None = None,
+    background: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Keyword arguments for ``broker.subscriber(topic, **subscriber_options(settings))``.
@@ -183,7 +181,9 @@ def subscriber_options(
       ``settings.topic_prefix`` like the topics, so two deployments sharing a cluster
       under different prefixes never share (or rebalance) a group;
     * ``auto_offset_reset="earliest"``: a new group reads the topic from the start;
-    * ``fetch_max_wait_ms`` = :data:`FETCH_MAX_WAIT_MS`;
+    * ``fetch_max_wait_ms`` = ``settings.kafka_fetch_max_wait_ms``, or
+      ``settings.kafka_background_fetch_max_wait_ms`` when ``background`` (a consumer
+      off the live path: an idle consumer then costs the broker 5 fetches/s, not 200);
     * ``session_timeout_ms`` = ``settings.kafka_session_timeout_ms``, heartbeats at a third
       of it (at most 3 s);
     * ``ack_policy=NACK_ON_ERROR``: commit after the handler returned (or the record was
@@ -196,7 +196,11 @@ def subscriber_options(
     options: dict[str, Any] = {
         "group_id": settings.topic_prefix + (group_id or settings.service_name),
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        "fetch_max_wait_ms": (
+            settings.kafka_background_fetch_max_wait_ms
+            if background
+            else settings.kafka_fetch_max_wait_ms
+        ),
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "session_timeout_ms": session,
         # Kafka wants heartbeats at no more than a third of the session timeout.

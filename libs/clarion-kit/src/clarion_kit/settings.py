@@ -46,6 +46,8 @@ SHARED_FIELDS: frozenset[str] = frozenset(
         "kafka_partitions_override",
         "kafka_replication_factor",
         "kafka_session_timeout_ms",
+        "kafka_fetch_max_wait_ms",
+        "kafka_background_fetch_max_wait_ms",
         "redis_url",
         "database_url",
         "topic_prefix",
@@ -128,6 +130,26 @@ class ServiceSettings(BaseSettings):
             "Consumer group session timeout. Apache Kafka refuses values below its "
             "group.min.session.timeout.ms (6000 by default); the embedded broker lets a "
             "new member join after about half of it, so test stacks use less"
+        ),
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=5,
+        ge=0,
+        le=10_000,
+        description=(
+            "Fetch long-poll of consumers on the live path (domain events, notifications, "
+            "inbox events), in ms. The embedded broker answers an empty fetch only when "
+            "this wait ends, so it bounds the latency each hop adds"
+        ),
+    )
+    kafka_background_fetch_max_wait_ms: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description=(
+            "Fetch long-poll of consumers off the live path (state topics, delivery "
+            "status, push and email requests, analytics), in ms: longer waits mean fewer "
+            "empty fetches for the broker and the services to answer"
         ),
     )
     redis_url: str = "redis://localhost:6379/0"

@@ -18,6 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -35,6 +36,7 @@ HeaderList = list[tuple[str, bytes]]
 H = TypeVar("H", bound="MutableMapping[str, Any] | HeaderList")
 
 
+_IDS = RandomIdGenerator()
 _attached: set[int] = set()
 _configured: set[tuple[str, str | None]] = set()
 """(exporter kind, endpoint) pairs already exporting, from settings."""
@@ -131,6 +133,48 @@ def shutdown_tracing() -> None:
     if isinstance(provider, TracerProvider):
         provider.force_flush()
         provider.shutdown()
+
+
+def exporting() -> bool:
+    """Whether :func:`configure_tracing` attached a span exporter in this process.
+
+    Without one, a span's only use is its ids (for logs and the ``traceparent`` of
+    what the process produces): the batch helpers below then make non-recording
+    child spans, which cost a fraction of an SDK span.
+    """
+    return bool(_attached)
+
+
+def _child_span(parent: Context) -> trace.Span:
+    """A non-recording span continuing ``parent``'s trace with a new span id.
+
+    W3C Trace Context: same ``trace-id``, ``trace-flags`` and ``tracestate`` as the
+    parent, a fresh ``parent-id``; a new sampled trace when ``parent`` has none.
+    """
+    remote = trace.get_current_span(parent).get_span_context()
+    if remote.is_valid:
+        trace_id, flags, state = remote.trace_id, remote.trace_flags, remote.trace_state
+    else:
+        trace_id = _IDS.generate_trace_id()
+        flags, state = trace.TraceFlags(trace.TraceFlags.SAMPLED), trace.TraceState()
+    context = trace.SpanContext(
+        trace_id=trace_id,
+        span_id=_IDS.generate_span_id(),
+        is_remote=False,
+        trace_flags=flags,
+        trace_state=state,
+    )
+    return trace.NonRecordingSpan(context)
+
+
+def _traceparent(span: trace.Span) -> dict[str, str]:
+    # W3C Trace Context §3.2 header formats, written directly: the propagator API
+    # (context objects, setters) costs more than the formatting.
+    ctx = span.get_span_context()
+    out = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
+    if ctx.trace_state:
+        out["tracestate"] = ctx.trace_state.to_header()
+    return out
 
 
 def get_tracer(name: str) -> trace.Tracer:
@@ -241,7 +285,12 @@ def record_spans(
 
     Yields:
         The spans, in record order (none is made current: the batch is one unit of work).
+        Non-recording spans carrying the same ids when nothing exports
+        (:func:`exporting`) and no ``tracer`` is given.
     """
+    if tracer is None and not exporting():
+        yield [_child_span(extract(record.headers)) for record in records]
+        return
     tracer = tracer or get_tracer(__name__)
     spans = [
         tracer.start_span(
@@ -288,7 +337,12 @@ def continue_traces(
 
     Yields:
         ``[{"traceparent": ...}]`` (plus ``tracestate`` when set), one dict per item.
+        When nothing exports (:func:`exporting`) and no ``tracer`` is given, the spans
+        are non-recording children with new span ids: the trace still continues.
     """
+    if tracer is None and not exporting():
+        yield [_traceparent(_child_span(extract(c))) for c in carriers]
+        return
     tracer = tracer or get_tracer(__name__)
     attrs: dict[str, str | int] = {"messaging.system": "kafka", "messaging.operation": "process"}
     attrs.update(attributes or {})

@@ -33,9 +33,6 @@ class AnalyticsSettings(ServiceSettings):
     batch_timeout_ms: int = Field(
         default=50, ge=1, description="How long a batch waits to fill before it is applied"
     )
-    fetch_max_wait_ms: int = Field(
-        default=10, ge=0, description="Broker-side fetch wait (small for Tansu's latency)"
-    )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a new consumer group starts: earliest or latest"
     )

@@ -224,13 +224,15 @@ def create_app(
     name = settings.service_name
     broker.subscriber(
         settings.topic(USER_PROFILES),
-        **subscriber_options(settings, group_id=f"{name}-profiles"),
+        **subscriber_options(settings, group_id=f"{name}-profiles", background=True),
     )(worker.on_profile)
     broker.subscriber(
         settings.topic(PREFERENCES),
-        **subscriber_options(settings, group_id=f"{name}-preferences"),
+        **subscriber_options(settings, group_id=f"{name}-preferences", background=True),
     )(worker.on_preferences)
-    broker.subscriber(settings.topic(EMAIL_REQUESTS), **subscriber_options(settings))(
+    broker.subscriber(
+        settings.topic(EMAIL_REQUESTS), **subscriber_options(settings, background=True)
+    )(
         worker.on_request
     )
     app = FastStream(broker)

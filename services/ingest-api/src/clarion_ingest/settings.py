@@ -76,9 +76,6 @@ class IngestSettings(ServiceSettings):
         ge=1,
         description="How long a consumer waits for records before polling again (ms)",
     )
-    fetch_max_wait_ms: int = Field(
-        default=5, ge=0, description="Kafka fetch long-poll of the consumers (ms)"
-    )
     run_migrations: bool = Field(default=True, description="Run alembic migrations at start-up")
     create_topics: bool = Field(default=True, description="Create missing topics at start-up")
 

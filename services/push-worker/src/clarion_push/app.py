@@ -199,9 +199,13 @@ def create_app(
     # make every join rebalance both.
     broker.subscriber(
         settings.topic(PUSH_SUBSCRIPTIONS),
-        **subscriber_options(settings, group_id=f"{settings.service_name}-subscriptions"),
+        **subscriber_options(
+            settings, group_id=f"{settings.service_name}-subscriptions", background=True
+        ),
     )(worker.on_subscription)
-    broker.subscriber(settings.topic(PUSH_REQUESTS), **subscriber_options(settings))(
+    broker.subscriber(
+        settings.topic(PUSH_REQUESTS), **subscriber_options(settings, background=True)
+    )(
         worker.on_request
     )
     app = FastStream(broker)

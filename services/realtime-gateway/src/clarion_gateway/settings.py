@@ -57,7 +57,6 @@ class GatewaySettings(ServiceSettings):
     )
 
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "latest"
-    kafka_fetch_max_wait_ms: int = 5
     kafka_max_batch: int = Field(default=500, ge=1)
 
     presence_debounce: float = Field(

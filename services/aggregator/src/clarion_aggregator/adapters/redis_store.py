@@ -375,9 +375,10 @@ class RedisStateStore:
         """
         if not items:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for start in range(0, len(items), chunk):
-                payload = [
+
+        def payload(start: int) -> bytes:
+            return orjson.dumps(
+                [
                     {
                         "r": it.recipient_id,
                         "t": it.event_type,
@@ -397,8 +398,17 @@ class RedisStateStore:
                     }
                     for it in items[start : start + chunk]
                 ]
-                await self._aggregate(args=[self.prefix, orjson.dumps(payload)], client=pipe)
-            replies = await pipe.execute()
+            )
+
+        if len(items) <= chunk:
+            # One call: EVALSHA straight away (a pipeline first asks SCRIPT EXISTS,
+            # a second round trip).
+            replies = [await self._aggregate(args=[self.prefix, payload(0)])]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for start in range(0, len(items), chunk):
+                    await self._aggregate(args=[self.prefix, payload(start)], client=pipe)
+                replies = await pipe.execute()
         results = [r for reply in replies for r in orjson.loads(reply)]
         return [
             GroupSnapshot.from_reply(r, it.context) for r, it in zip(results, items, strict=True)
@@ -416,10 +426,15 @@ class RedisStateStore:
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for start in range(0, len(users), chunk):
-                await self._contexts(args=[self.prefix, *users[start : start + chunk]], client=pipe)
-            replies = await pipe.execute()
+        if len(users) <= chunk:
+            replies = [await self._contexts(args=[self.prefix, *users])]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for start in range(0, len(users), chunk):
+                    await self._contexts(
+                        args=[self.prefix, *users[start : start + chunk]], client=pipe
+                    )
+                replies = await pipe.execute()
         rows = [row for reply in replies for row in orjson.loads(reply)]
         out: dict[str, UserContext] = {}
         for uid, (raw_prefs, locale, tz, sessions) in zip(users, rows, strict=True):

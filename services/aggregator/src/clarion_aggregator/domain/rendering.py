@@ -54,9 +54,9 @@ def clean_text(value: object, limit: int = MAX_TEXT) -> str:
     whitespace and cuts to ``limit`` characters (ending with ``…`` when cut).
     """
     text = str(value or "")
-    # Printable ASCII holds no Unicode category C character, so only non-ASCII or
-    # control-bearing text needs the per-character scan.
-    if not (text.isascii() and text.isprintable()):
+    # str.isprintable() is False for every Unicode category C character (and for
+    # separators other than the space), so only such text needs the per-character scan.
+    if not text.isprintable():
         text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
     text = _SPACE.sub(" ", text).strip()
     if len(text) > limit:
@@ -95,12 +95,35 @@ def _to_text(html: str) -> str:
 
 
 def _strong_html(value: object) -> Markup:
-    return Markup("<strong>{}</strong>").format(escape(str(value)))
+    # Concatenation: Markup.format's string.Formatter costs more than the escaping.
+    return Markup(f"<strong>{escape(str(value))}</strong>")
 
 
 def _split(text: str) -> tuple[str, str]:
     title, _, body = text.strip().partition("\n")
     return title.strip(), body.strip()
+
+
+class _Template(Template):
+    """A Jinja2 template whose ``{% from ... import %}`` reuses the imported module.
+
+    Jinja2 rebuilds an imported template's module on every render unless it can
+    tell that the importing context holds no global the module lacks; it tells by
+    a set difference against a ``ChainMap`` view, which costs more than rendering a
+    short notification. Globals are fixed once templates are loaded (Jinja2's own
+    rule), so the names are compared as plain sets, cached per template.
+    """
+
+    _names: frozenset[str] | None = None
+
+    def _get_default_module(self, ctx: Any = None) -> Any:
+        if ctx is not None:
+            names = self._names
+            if names is None:
+                names = self._names = frozenset(self.globals)
+            if not ctx.globals_keys <= names:
+                return super()._get_default_module(ctx)
+        return super()._get_default_module(None)
 
 
 def default_templates_dir() -> Path:
@@ -127,6 +150,7 @@ class Renderer:
             auto_reload=False,
             cache_size=-1,
         )
+        self._html.template_class = _Template
         self._html.filters["strong"] = _strong_html
         self._available = frozenset(loader.list_templates())
         self._paths: dict[tuple[str, str | None], str] = {}

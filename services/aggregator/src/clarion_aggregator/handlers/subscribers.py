@@ -126,7 +126,7 @@ def register(
         "batch_timeout_ms": 20,
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,
-        "fetch_max_wait_ms": 10,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
 
     def consume(
@@ -201,7 +201,8 @@ def register(
         batch_timeout_ms=20,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.ACK_FIRST,
-        fetch_max_wait_ms=10,
+        # Off the live path: a profile or preference change applies within this wait.
+        fetch_max_wait_ms=settings.kafka_background_fetch_max_wait_ms,
     )
     async def _materialise(body: list[Any], msg: KafkaMessage) -> None:
         records = _records(msg)

@@ -71,7 +71,7 @@ def build_broker(
         settings,
         group_id=settings.consumer_group,
         auto_offset_reset=settings.auto_offset_reset,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        background=True,
     )
 
     @broker.subscriber(  # type: ignore[untyped-decorator]

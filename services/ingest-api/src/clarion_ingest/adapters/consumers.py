@@ -321,7 +321,8 @@ def register_consumers(
     """Subscribe ``projector`` to the notifications (and delivery-status) topics in batches.
 
     Batches hold up to ``settings.batch_max_records`` records; the consumer long-polls
-    at most ``settings.fetch_max_wait_ms`` and waits ``settings.batch_timeout_ms``
+    at most ``settings.kafka_fetch_max_wait_ms`` (delivery status: the background wait,
+    off the live path) and waits ``settings.batch_timeout_ms``
     when nothing arrived, so a lone record is applied within milliseconds.
     """
     batch: dict[str, Any] = {
@@ -334,7 +335,6 @@ def register_consumers(
         options = subscriber_options(
             settings,
             group_id=settings.consumer_group,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
 
         async def on_notifications(message: KafkaMessage) -> None:
@@ -350,7 +350,7 @@ def register_consumers(
         delivery_options = subscriber_options(
             settings,
             group_id=f"{settings.consumer_group}-delivery-status",
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            background=True,
         )
 
         async def on_delivery_status(message: KafkaMessage) -> None:

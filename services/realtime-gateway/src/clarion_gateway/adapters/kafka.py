@@ -2,8 +2,8 @@
 
 Tansu and other brokers without idempotent producers are supported: the producer
 uses ``acks="all"`` without idempotence, and consumers deduplicate (the history
-script). ``fetch_max_wait_ms`` is small so live frames are not held back by the
-broker's long-poll.
+script). ``fetch_max_wait_ms`` is the live-path ``kafka_fetch_max_wait_ms`` (5 ms), so
+live frames are not held back by the broker's long-poll.
 """
 
 from __future__ import annotations
