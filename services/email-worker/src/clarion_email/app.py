@@ -232,9 +232,7 @@ def create_app(
     )(worker.on_preferences)
     broker.subscriber(
         settings.topic(EMAIL_REQUESTS), **subscriber_options(settings, background=True)
-    )(
-        worker.on_request
-    )
+    )(worker.on_request)
     app = FastStream(broker)
     app.on_startup(worker.on_startup)
     app.after_startup(worker.after_startup)

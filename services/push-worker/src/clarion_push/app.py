@@ -205,9 +205,7 @@ def create_app(
     )(worker.on_subscription)
     broker.subscriber(
         settings.topic(PUSH_REQUESTS), **subscriber_options(settings, background=True)
-    )(
-        worker.on_request
-    )
+    )(worker.on_request)
     app = FastStream(broker)
     app.on_startup(worker.on_startup)
     app.after_startup(worker.after_startup)
