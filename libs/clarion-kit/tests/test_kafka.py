@@ -264,3 +264,14 @@ async def test_trace_context_crosses_kafka(
     assert "traceparent" in got1[1]
     process_spans = [s for s in spans.get_finished_spans() if s.context.trace_id == second_trace]
     assert any(s.kind == trace.SpanKind.CONSUMER for s in process_spans)
+
+
+async def test_raw_records_decoder_hands_over_the_consumer_records() -> None:
+    from types import SimpleNamespace
+
+    from clarion_kit.kafka import raw_records
+
+    one, two = SimpleNamespace(offset=1), SimpleNamespace(offset=2)
+    assert await raw_records(SimpleNamespace(raw_message=(one, two))) == [one, two]
+    assert await raw_records(SimpleNamespace(raw_message=[one])) == [one]
+    assert await raw_records(SimpleNamespace(raw_message=two)) == [two]

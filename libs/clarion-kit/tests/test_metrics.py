@@ -59,3 +59,29 @@ def test_http_metrics_and_endpoint() -> None:
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     assert 'clarion_ingest_api_http_requests_total{method="GET"' in r.text
+
+
+def test_http_metrics_count_a_raising_endpoint_as_500_and_plain_routes() -> None:
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    reg = CollectorRegistry()
+    app = FastAPI()
+
+    @app.post("/v1/boom/{n}")
+    async def boom(n: int) -> None:
+        raise RuntimeError(f"boom {n}")
+
+    async def plain(_: object) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app.router.routes.append(Route("/plain/{x}", plain))
+    instrument_fastapi(app, "t-svc", registry=reg)
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.post("/v1/boom/1").status_code == 500
+    assert client.get("/plain/y").status_code == 200
+    sample = reg.get_sample_value
+    boom_labels = {"method": "POST", "route": "/v1/boom/{n}", "status": "500"}
+    assert sample("clarion_t_svc_http_requests_total", boom_labels) == 1.0
+    plain_labels = {"method": "GET", "route": "/plain/{x}", "status": "200"}
+    assert sample("clarion_t_svc_http_requests_total", plain_labels) == 1.0

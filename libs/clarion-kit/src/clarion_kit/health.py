@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 
 from clarion_kit.metrics import metrics_endpoint
 from clarion_kit.problems import problem_response
+from clarion_kit.tracing import http_telemetry
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -163,7 +164,10 @@ def health_app(
     checks: HealthChecks, registry: CollectorRegistry | None = None, *, metrics: bool = True
 ) -> FastAPI:
     """A small ASGI app serving ``/healthz``, ``/readyz`` and (``metrics``) ``/metrics``."""
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    # Probes and scrapes are no traces of their own.
+    app = FastAPI(
+        openapi_url=None, docs_url=None, redoc_url=None, telemetry=http_telemetry(tracing=False)
+    )
     app.include_router(health_router(checks))
     if metrics:
         app.add_route("/metrics", metrics_endpoint(registry), include_in_schema=False)

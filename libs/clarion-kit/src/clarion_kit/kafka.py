@@ -167,6 +167,20 @@ def create_broker(
     return broker
 
 
+async def raw_records(message: Any) -> list[Any]:
+    """FastStream decoder handing a handler its records as aiokafka ``ConsumerRecord``s.
+
+    ``broker.subscriber(topic, batch=True, decoder=raw_records)`` then
+    ``async def handle(records: list[Any])``: the handler gets the batch (or the one
+    record, as a list) undecoded, so it parses each value itself (one malformed value
+    does not fail the batch) and reads keys, headers and offsets. Taking the records
+    as the body also spares a ``KafkaMessage`` context parameter, which FastStream's
+    dependency injection resolves in a worker thread for every message.
+    """
+    raw = message.raw_message
+    return list(raw) if isinstance(raw, list | tuple) else [raw]
+
+
 def subscriber_options(
     settings: ServiceSettings,
     *,

@@ -28,6 +28,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig
+
     from clarion_kit.settings import ServiceSettings
 
 HeaderList = list[tuple[str, bytes]]
@@ -175,6 +177,17 @@ def _traceparent(span: trace.Span) -> dict[str, str]:
     if ctx.trace_state:
         out["tracestate"] = ctx.trace_state.to_header()
     return out
+
+
+def http_telemetry(*, tracing: bool = True) -> TelemetryConfig:
+    """FastAPI's native OpenTelemetry settings for Clarion's HTTP apps (``telemetry=``).
+
+    One server span per request (``tracing``; the root of a domain event's trace at
+    ``POST /v1/events``), none for dependency resolution, endpoint and serialisation
+    (several spans per request), and no OpenTelemetry metrics or logs: Prometheus
+    (:mod:`clarion_kit.metrics`) and structlog cover those.
+    """
+    return {"tracing": tracing, "operation_spans": False, "metrics": False, "logs": False}
 
 
 def get_tracer(name: str) -> trace.Tracer:

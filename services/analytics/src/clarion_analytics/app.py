@@ -33,7 +33,7 @@ from clarion_kit.logging import configure_logging, get_logger
 from clarion_kit.metrics import instrument_fastapi
 from clarion_kit.problems import install_problem_handlers
 from clarion_kit.retry import RecordLike
-from clarion_kit.tracing import configure_tracing
+from clarion_kit.tracing import configure_tracing, http_telemetry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -122,6 +122,7 @@ def create_app(
         version="1.0.0",
         description="Delivery funnel, latency percentiles, failures and online users.",
         lifespan=lifespan,
+        telemetry=http_telemetry(),
     )
     app.state.settings = cfg
     app.state.repo = None

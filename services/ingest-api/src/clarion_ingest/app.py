@@ -36,6 +36,7 @@ from clarion_kit.logging import get_logger
 from clarion_kit.metrics import instrument_fastapi
 from clarion_kit.problems import install_problem_handlers
 from clarion_kit.retry import RecordLike
+from clarion_kit.tracing import http_telemetry
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = PACKAGE_DIR / "alembic"
@@ -167,6 +168,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         version="1.0.0",
         description="Domain events in; users' inboxes, preferences and push subscriptions.",
         lifespan=_lifespan(settings),
+        telemetry=http_telemetry(),
     )
     app.state.runtime = None
     checks = _DelegatingChecks()

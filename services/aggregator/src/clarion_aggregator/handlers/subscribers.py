@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
@@ -48,6 +47,7 @@ from clarion_contracts.registry import (
     TopicSpec,
 )
 from clarion_contracts.v1 import DomainEvent, Preferences, PresenceEvent, UserProfile
+from clarion_kit.kafka import raw_records
 from clarion_kit.logging import get_logger
 from clarion_kit.retry import dlq_headers
 from clarion_kit.tracing import continue_traces
@@ -60,11 +60,6 @@ RETRY_PAUSE_SECONDS = 1.0
 
 STATE_RETRY_ATTEMPTS = 12
 """Tries of a materialised-state batch (backoff 1, 2, 4... capped at 10 s: about 1.5 min)."""
-
-
-def _records(message: Any) -> list[ConsumerRecord[Any, Any]]:
-    raw = message.raw_message
-    return list(raw) if isinstance(raw, list | tuple) else [raw]
 
 
 async def parse_batch(
@@ -127,6 +122,7 @@ def register(
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "decoder": raw_records,
     }
 
     def consume(
@@ -139,8 +135,7 @@ def register(
         dlq = settings.dlq(spec)
 
         @broker.subscriber(topic, group_id=group_id, **batch_opts)  # type: ignore[untyped-decorator]
-        async def _consume(body: list[Any], msg: KafkaMessage) -> None:
-            records = _records(msg)
+        async def _consume(records: list[Any]) -> None:
             try:
                 headers: list[Any] = []
                 items = await parse_batch(
@@ -201,11 +196,11 @@ def register(
         batch_timeout_ms=20,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.ACK_FIRST,
+        decoder=raw_records,
         # Off the live path: a profile or preference change applies within this wait.
         fetch_max_wait_ms=settings.kafka_background_fetch_max_wait_ms,
     )
-    async def _materialise(body: list[Any], msg: KafkaMessage) -> None:
-        records = _records(msg)
+    async def _materialise(records: list[Any]) -> None:
         for attempt in range(1, STATE_RETRY_ATTEMPTS + 1):
             try:
                 await on_state(records)

@@ -17,7 +17,6 @@ from typing import Any
 from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry
 
 from clarion_analytics.handlers.consume import BatchHandler
@@ -29,17 +28,11 @@ from clarion_contracts.registry import (
     PRESENCE,
     TopicSpec,
 )
-from clarion_kit.kafka import create_broker, subscriber_options
+from clarion_kit.kafka import create_broker, raw_records, subscriber_options
 from clarion_kit.retry import RecordLike
 
 CONSUMED: tuple[TopicSpec, ...] = (NOTIFICATIONS, INBOX_EVENTS, DELIVERY_STATUS, PRESENCE)
 """The topics analytics consumes."""
-
-
-async def _raw_records(message: StreamMessage[Any]) -> list[Any]:
-    """Decoder keeping the raw ``ConsumerRecord`` objects of a batch (no JSON decoding)."""
-    raw = message.raw_message
-    return list(raw) if isinstance(raw, tuple) else [raw]
 
 
 def _report_lag(handler: BatchHandler, consumer: Any, records: Sequence[RecordLike]) -> None:
@@ -79,7 +72,7 @@ def build_broker(
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
-        decoder=_raw_records,
+        decoder=raw_records,
         title="analytics",
         **options,
     )

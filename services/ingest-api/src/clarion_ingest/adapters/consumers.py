@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.message import StreamMessage
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -48,7 +46,7 @@ from clarion_ingest.adapters import postgres
 from clarion_ingest.adapters.redis_store import CountsCache
 from clarion_ingest.domain.inbox import delivery_patches, newest_versions
 from clarion_ingest.settings import IngestSettings
-from clarion_kit.kafka import subscriber_options
+from clarion_kit.kafka import raw_records, subscriber_options
 from clarion_kit.logging import get_logger
 from clarion_kit.metrics import get_or_create_counter, get_or_create_histogram, metric_name
 from clarion_kit.retry import RecordLike
@@ -303,18 +301,6 @@ class InboxProjector:
         self.poison.labels(topic, type(exc).__name__).inc()
 
 
-async def _raw_records(message: StreamMessage[Any]) -> list[Any]:
-    """Decoder keeping a batch's raw ``ConsumerRecord`` objects: one malformed value must
-    not fail the decoding of the whole batch (the projector dead-letters it alone)."""
-    raw = message.raw_message
-    return list(raw) if isinstance(raw, tuple) else [raw]
-
-
-def _records(message: KafkaMessage) -> list[RecordLike]:
-    raw = message.raw_message
-    return list(raw) if isinstance(raw, tuple) else [raw]
-
-
 def register_consumers(
     broker: KafkaBroker, settings: IngestSettings, projector: InboxProjector
 ) -> None:
@@ -329,7 +315,7 @@ def register_consumers(
         "batch": True,
         "max_records": settings.batch_max_records,
         "batch_timeout_ms": settings.batch_timeout_ms,
-        "decoder": _raw_records,
+        "decoder": raw_records,
     }
     if settings.consume_notifications:
         options = subscriber_options(
@@ -337,8 +323,8 @@ def register_consumers(
             group_id=settings.consumer_group,
         )
 
-        async def on_notifications(message: KafkaMessage) -> None:
-            await projector.consume_notifications(_records(message))
+        async def on_notifications(records: list[Any]) -> None:
+            await projector.consume_notifications(records)
 
         broker.subscriber(
             settings.topic(NOTIFICATIONS), title="ingest-api-inbox", **batch, **options
@@ -353,8 +339,8 @@ def register_consumers(
             background=True,
         )
 
-        async def on_delivery_status(message: KafkaMessage) -> None:
-            await projector.consume_delivery_status(_records(message))
+        async def on_delivery_status(records: list[Any]) -> None:
+            await projector.consume_delivery_status(records)
 
         broker.subscriber(
             settings.topic(DELIVERY_STATUS),
