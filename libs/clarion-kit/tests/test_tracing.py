@@ -266,3 +266,28 @@ def test_without_an_exporter_batch_spans_only_continue_the_ids(
     ids = {c.span_id for c in got + from_records} | {up.span_id}
     assert len(ids) == 6
     assert all(not s.is_recording() for s in made)
+
+
+def test_producer_traces_make_one_child_span_per_record(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clarion_kit import tracing
+
+    with get_tracer("t").start_as_current_span("request") as request:
+        with tracing.producer_traces(["t.a", "t.b"]) as carriers:
+            pass
+        exported = {s.context.span_id: s for s in spans.get_finished_spans()}
+        monkeypatch.setattr(tracing, "_attached", set())
+        with tracing.producer_traces(["t.a", "t.b"]) as plain:
+            pass
+    made = [trace.get_current_span(extract(c)).get_span_context() for c in carriers]
+    for ctx, topic in zip(made, ("t.a", "t.b"), strict=True):
+        span = exported[ctx.span_id]
+        assert span.name == f"{topic} create"
+        assert span.kind is trace.SpanKind.PRODUCER
+        assert span.parent is not None
+        assert span.parent.span_id == request.get_span_context().span_id
+    # Nothing exported: every record carries the request span itself.
+    for carrier in plain:
+        ctx = trace.get_current_span(extract(carrier)).get_span_context()
+        assert ctx.span_id == request.get_span_context().span_id

@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -165,6 +167,77 @@ def create_broker(
         dlq.bind(broker)
     broker.clarion_dlq = dlq  # type: ignore[attr-defined]
     return broker
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """One record for :func:`send_batches`: topic, key, value and headers (bytes)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+def raw_producer(broker: KafkaBroker) -> Any | None:
+    """The connected aiokafka producer behind a FastStream broker, or ``None``.
+
+    FastStream 0.7 keeps it at ``broker.config.producer._producer.producer``;
+    :class:`faststream.kafka.TestKafkaBroker` has none (publish through the broker then).
+    """
+    fast = getattr(getattr(broker, "config", None), "producer", None)
+    inner = getattr(getattr(fast, "_producer", None), "producer", None)
+    return inner if inner is not None and hasattr(inner, "send_batch") else None
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+async def send_batches(producer: Any, records: Iterable[OutgoingRecord]) -> list[Awaitable[Any]]:
+    """Hand ``records`` to an aiokafka producer as record batches; returns their futures.
+
+    Each record goes to the partition aiokafka's ``send`` would choose (the Java
+    client's murmur2 of the key; a random available partition without a key), in
+    order within each partition, so per-key order holds. The caller awaits every
+    returned future (``asyncio.gather``) to know the broker acknowledged everything
+    (``acks`` as the producer was configured). One future per batch instead of one
+    ``send`` per record: FastStream's per-message publish (a span and metrics per
+    record) and aiokafka's per-record futures cost more than building the records.
+
+    Raises:
+        aiokafka.errors.KafkaError: from the producer (metadata, or a record larger
+            than the broker accepts), directly or through a returned future.
+    """
+    by_partition: dict[tuple[str, int], list[OutgoingRecord]] = {}
+    partitions: dict[str, list[int]] = {}
+    for rec in records:
+        parts = partitions.get(rec.topic)
+        if parts is None:
+            parts = partitions[rec.topic] = list(await producer.partitions_for(rec.topic))
+        partition = _PARTITIONER(rec.key, parts, parts)
+        by_partition.setdefault((rec.topic, partition), []).append(rec)
+    pending: list[Awaitable[Any]] = []
+    for (topic, partition), items in by_partition.items():
+        batch = producer.create_batch()
+        for rec in items:
+            headers = list(rec.headers)
+            if batch.append(key=rec.key, value=rec.value, timestamp=None, headers=headers) is None:
+                if batch.record_count():
+                    pending.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                appended = batch.append(
+                    key=rec.key, value=rec.value, timestamp=None, headers=headers
+                )
+                if appended is None:
+                    # Larger than a whole batch: send() raises the broker's size error.
+                    pending.append(
+                        await producer.send(
+                            topic, rec.value, key=rec.key, partition=partition, headers=headers
+                        )
+                    )
+        if batch.record_count():
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+    return pending
 
 
 async def raw_records(message: Any) -> list[Any]:

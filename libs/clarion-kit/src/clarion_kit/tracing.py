@@ -10,7 +10,7 @@ header collections handled by hand (aiokafka ``[(str, bytes)]`` lists or dicts).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry import propagate, trace
@@ -364,6 +364,46 @@ def continue_traces(
             name, context=extract(carrier), kind=trace.SpanKind.CONSUMER, attributes=attrs
         )
         for carrier in carriers
+    ]
+    with _ending(spans):
+        yield [inject({}, trace.set_span_in_context(span)) for span in spans]
+
+
+@contextlib.contextmanager
+def producer_traces(
+    topics: Sequence[str], *, tracer: trace.Tracer | None = None
+) -> Iterator[list[dict[str, str]]]:
+    """The W3C Trace Context headers of records about to be produced, one dict per record.
+
+    When spans are exported (:func:`exporting`, or with a ``tracer``): one
+    ``PRODUCER`` span ``"<topic> create"`` per record (OpenTelemetry messaging
+    conventions), children of the current span, ending on exit (the caller exits once
+    the broker acknowledged), with the error recorded if one escapes. Otherwise no
+    span: every record carries the current span's context, which costs nothing.
+
+    Args:
+        topics: each record's topic, in record order.
+        tracer: default: the global provider's ``clarion_kit.tracing`` tracer.
+
+    Yields:
+        ``[{"traceparent": ...}]`` per record (empty dicts outside any trace).
+    """
+    if tracer is None and not exporting():
+        current: dict[str, str] = inject({})
+        yield [dict(current) for _ in topics]
+        return
+    tracer = tracer or get_tracer(__name__)
+    spans = [
+        tracer.start_span(
+            f"{topic} create",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation": "create",
+                "messaging.destination.name": topic,
+            },
+        )
+        for topic in topics
     ]
     with _ending(spans):
         yield [inject({}, trace.set_span_in_context(span)) for span in spans]

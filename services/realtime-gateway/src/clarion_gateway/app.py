@@ -39,6 +39,7 @@ from clarion_gateway.metrics import GatewayMetrics
 from clarion_gateway.protocol import KIND_NOTIFICATION, CloseCode, WireMessage
 from clarion_gateway.settings import GatewaySettings
 from clarion_kit.health import HealthChecks, HealthServer, health_app
+from clarion_kit.kafka import OutgoingRecord, send_batches
 from clarion_kit.logging import get_logger
 from clarion_kit.redis import create_redis
 
@@ -46,6 +47,11 @@ log = get_logger(__name__)
 
 _REPORTED_CACHE = 100_000
 """Notification versions remembered locally as already reported delivered."""
+
+
+def _log_unacknowledged(ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled() and (exc := ack.exception()) is not None:
+        log.warning("delivery_status_unacknowledged", error=f"{type(exc).__name__}: {exc}")
 
 
 class Gateway:
@@ -342,14 +348,17 @@ class Gateway:
                 )
             firsts = await pipe.execute()
         topic = self.settings.topic(DELIVERY_STATUS)
-        for (user_id, msg, at), first in zip(batch, firsts, strict=True):
-            if not first or msg.kind != KIND_NOTIFICATION:
-                continue
-            status = delivered_status(user_id, msg, at)
-            await self._producer.send(
-                topic, value=status.to_bytes(), key=status.notification_id.encode()
-            )
-            self.metrics.delivery_status.inc()
+        records = [
+            OutgoingRecord(topic, status.notification_id.encode(), status.to_bytes())
+            for (user_id, msg, at), first in zip(batch, firsts, strict=True)
+            if first and msg.kind == KIND_NOTIFICATION
+            for status in (delivered_status(user_id, msg, at),)
+        ]
+        # Statuses feed analytics and the inbox's delivery record; their
+        # acknowledgements are not awaited (frames must not wait on them).
+        for ack in await send_batches(self._producer, records):
+            asyncio.ensure_future(ack).add_done_callback(_log_unacknowledged)
+        self.metrics.delivery_status.inc(len(records))
 
     # ------------------------------------------------------------------ keepalive
 

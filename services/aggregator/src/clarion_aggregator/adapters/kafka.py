@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 
 from clarion_aggregator.settings import AggregatorSettings
@@ -41,57 +40,6 @@ def create_broker(settings: AggregatorSettings, **overrides: Any) -> KafkaBroker
 async def ensure_topics(settings: AggregatorSettings) -> None:
     """Create every registry topic and its DLQ if missing (kit ``ensure_topics``)."""
     await kit_kafka.ensure_topics(settings)
-
-
-def raw_producer(broker: KafkaBroker) -> Any | None:
-    """The connected aiokafka producer behind a FastStream broker, or ``None``.
-
-    FastStream 0.7 keeps it at ``broker.config.producer._producer.producer``;
-    :class:`faststream.kafka.TestKafkaBroker` has none.
-    """
-    fast = getattr(getattr(broker, "config", None), "producer", None)
-    inner = getattr(getattr(fast, "_producer", None), "producer", None)
-    return inner if inner is not None and hasattr(inner, "send") else None
-
-
-_PARTITIONER = DefaultPartitioner()
-
-
-async def _send_batches(producer: Any, records: Sequence[OutRecord]) -> list[Awaitable[Any]]:
-    """Hand ``records`` to aiokafka as record batches, one future per batch.
-
-    Records go to the partition aiokafka's ``send`` would choose (the Java client's
-    murmur2 of the key), in order within each partition, so per-key order holds. A
-    batch per partition instead of a future per record: at fan-out sizes the
-    per-record ``send`` costs more than building the notification.
-    """
-    by_partition: dict[tuple[str, int], list[tuple[bytes, OutRecord]]] = {}
-    partitions: dict[str, list[int]] = {}
-    for rec in records:
-        parts = partitions.get(rec.topic)
-        if parts is None:
-            parts = partitions[rec.topic] = list(await producer.partitions_for(rec.topic))
-        key = rec.key.encode()
-        by_partition.setdefault((rec.topic, _PARTITIONER(key, parts, parts)), []).append((key, rec))
-    pending: list[Awaitable[Any]] = []
-    for (topic, partition), items in by_partition.items():
-        batch = producer.create_batch()
-        for key, rec in items:
-            headers = [(k, v.encode()) for k, v in rec.headers.items()] if rec.headers else []
-            if batch.append(key=key, value=rec.value, timestamp=None, headers=headers) is None:
-                if batch.record_count():
-                    pending.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                if batch.append(key=key, value=rec.value, timestamp=None, headers=headers) is None:
-                    # Larger than a whole batch: send() raises the broker's size error.
-                    pending.append(
-                        await producer.send(
-                            topic, rec.value, key=key, partition=partition, headers=headers
-                        )
-                    )
-        if batch.record_count():
-            pending.append(await producer.send_batch(batch, topic, partition=partition))
-    return pending
 
 
 class KafkaPublisher:
@@ -128,10 +76,21 @@ class KafkaPublisher:
         The caller must await all of them (``asyncio.gather``) before it commits
         the offsets of what produced them.
         """
-        producer = raw_producer(self.broker)
+        producer = kit_kafka.raw_producer(self.broker)
         pending: list[Awaitable[Any]] = []
         if producer is not None:
-            return await _send_batches(producer, records)
+            return await kit_kafka.send_batches(
+                producer,
+                (
+                    kit_kafka.OutgoingRecord(
+                        rec.topic,
+                        rec.key.encode(),
+                        rec.value,
+                        [(k, v.encode()) for k, v in rec.headers.items()] if rec.headers else (),
+                    )
+                    for rec in records
+                ),
+            )
         for rec in records:
             result = await self.broker.publish(
                 rec.value,

@@ -16,10 +16,15 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
+from clarion_kit.kafka import OutgoingRecord, raw_producer, send_batches
 from clarion_kit.logging import get_logger
-from clarion_kit.tracing import inject
+from clarion_kit.tracing import producer_traces
 
 _log = get_logger(__name__)
+
+
+def _headers(carrier: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [("content-type", b"application/json"), *((k, v.encode()) for k, v in carrier.items())]
 
 
 class BrokerUnavailableError(Exception):
@@ -149,7 +154,9 @@ class EventPublisher:
     async def send(self, records: Sequence[Record]) -> None:
         """Produce ``records`` concurrently and return once all are acknowledged.
 
-        Records with the same key keep their order (same partition, one producer).
+        Records go to the aiokafka producer as record batches
+        (:func:`clarion_kit.kafka.send_batches`), each carrying the current trace
+        context; records with the same key keep their order (same partition, one producer).
         On failure some records may have been written: callers retry the whole
         request and consumers deduplicate (event ids are idempotency keys).
 
@@ -162,21 +169,31 @@ class EventPublisher:
         if not self.connection.connected:
             raise BrokerUnavailableError("the broker is not connected")
         futures: list[Any] = []
+        producer = raw_producer(self.broker)
         try:
-            async with asyncio.timeout(self.timeout):
-                for record in records:
-                    headers: dict[str, str] = {"content-type": "application/json"}
-                    inject(headers)
-                    futures.append(
-                        await self.broker.publish(
-                            record.value,
-                            record.topic,
-                            key=record.key,
-                            headers=headers,
-                            no_confirm=True,
+            # Every record continues the request's trace (W3C traceparent).
+            with producer_traces([r.topic for r in records]) as carriers:
+                async with asyncio.timeout(self.timeout):
+                    if producer is not None:
+                        futures = await send_batches(
+                            producer,
+                            (
+                                OutgoingRecord(r.topic, r.key, r.value, _headers(carrier))
+                                for r, carrier in zip(records, carriers, strict=True)
+                            ),
                         )
-                    )
-                await asyncio.gather(*futures)
+                    else:
+                        for record, carrier in zip(records, carriers, strict=True):
+                            futures.append(
+                                await self.broker.publish(
+                                    record.value,
+                                    record.topic,
+                                    key=record.key,
+                                    headers={"content-type": "application/json", **carrier},
+                                    no_confirm=True,
+                                )
+                            )
+                    await asyncio.gather(*futures)
         except TimeoutError as exc:
             for future in futures:
                 if isinstance(future, asyncio.Future):
