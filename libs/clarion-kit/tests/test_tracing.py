@@ -291,3 +291,37 @@ def test_producer_traces_make_one_child_span_per_record(
     for carrier in plain:
         ctx = trace.get_current_span(extract(carrier)).get_span_context()
         assert ctx.span_id == request.get_span_context().span_id
+
+
+def test_without_an_exporter_batch_carriers_parse_w3c_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clarion_kit import tracing
+
+    monkeypatch.setattr(tracing, "_attached", set())
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    good = [
+        ("content-type", b"application/json"),
+        ("TraceParent", f"00-{trace_id}-00f067aa0ba902b7-01".encode()),
+        ("tracestate", b"vendor=x"),
+    ]
+    unsampled = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-00"}
+    bad = [
+        {"traceparent": f"ff-{trace_id}-00f067aa0ba902b7-01"},
+        {"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"},
+        {"traceparent": f"00-{trace_id}-{'0' * 16}-01"},
+        {"traceparent": "garbage"},
+    ]
+    with tracing.continue_traces("t process", [good, unsampled, *bad]) as out:
+        pass
+    first, second, *fresh = out
+    assert first["traceparent"].startswith(f"00-{trace_id}-")
+    assert first["traceparent"].endswith("-01")
+    assert first["tracestate"] == "vendor=x"
+    assert "00f067aa0ba902b7" not in first["traceparent"]
+    assert second["traceparent"].endswith("-00")
+    for carrier in fresh:
+        ctx = trace.get_current_span(extract(carrier)).get_span_context()
+        assert ctx.is_valid
+        assert f"{ctx.trace_id:032x}" != trace_id
+        assert "tracestate" not in carrier

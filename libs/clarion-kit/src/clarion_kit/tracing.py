@@ -10,6 +10,7 @@ header collections handled by hand (aiokafka ``[(str, bytes)]`` lists or dicts).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -169,13 +170,47 @@ def _child_span(parent: Context) -> trace.Span:
     return trace.NonRecordingSpan(context)
 
 
-def _traceparent(span: trace.Span) -> dict[str, str]:
-    # W3C Trace Context §3.2 header formats, written directly: the propagator API
-    # (context objects, setters) costs more than the formatting.
-    ctx = span.get_span_context()
-    out = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
-    if ctx.trace_state:
-        out["tracestate"] = ctx.trace_state.to_header()
+_TRACEPARENT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+def _child_carrier(carrier: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> dict[str, str]:
+    """Headers of a non-recording child of ``carrier``'s trace (see :func:`_child_span`).
+
+    Parses ``traceparent`` / ``tracestate`` straight from the record headers (W3C
+    Trace Context §3.2, version 00 and future versions read as 00): a batch of
+    thousands of records does not go through the propagator API per record.
+    """
+    parent: Any = None
+    state: Any = None
+    if carrier is not None:
+        for key, value in carrier.items() if isinstance(carrier, Mapping) else carrier:
+            name = key.lower()
+            if name == "traceparent":
+                parent = value
+            elif name == "tracestate":
+                state = value
+    trace_id = flags = None
+    if parent is not None:
+        text = parent.decode("latin-1") if isinstance(parent, bytes | bytearray) else str(parent)
+        match = _TRACEPARENT.match(text)
+        if (
+            match is not None
+            and match[1] != "ff"
+            and match[2] != _ZERO_TRACE
+            and match[3] != _ZERO_SPAN
+            and (match[1] != "00" or len(text.strip()) == 55)
+        ):
+            trace_id, flags = match[2], match[4]
+    if trace_id is None:
+        # A new trace, sampled (as the SDK's default sampler decides for a root).
+        trace_id, flags, state = f"{_IDS.generate_trace_id():032x}", "01", None
+    out = {"traceparent": f"00-{trace_id}-{_IDS.generate_span_id():016x}-{flags}"}
+    if state:
+        out["tracestate"] = (
+            state.decode("latin-1") if isinstance(state, bytes | bytearray) else str(state)
+        )
     return out
 
 
@@ -354,7 +389,7 @@ def continue_traces(
         are non-recording children with new span ids: the trace still continues.
     """
     if tracer is None and not exporting():
-        yield [_traceparent(_child_span(extract(c))) for c in carriers]
+        yield [_child_carrier(c) for c in carriers]
         return
     tracer = tracer or get_tracer(__name__)
     attrs: dict[str, str | int] = {"messaging.system": "kafka", "messaging.operation": "process"}
