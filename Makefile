@@ -57,8 +57,13 @@ e2e: $(STAMP) ## End-to-end tests: the whole stack as processes, real events rep
 test: lint $(STAMP) ## Lint, unit, integration and end-to-end tests (starts the embedded stack itself)
 	$(BIN)/pytest -q contracts libs services deploy tests-e2e $(PYTEST_ARGS)
 
-bench: $(STAMP) ## Benchmarks on the embedded stack; writes docs/benchmarks.md
-	$(BIN)/clarion bench --output docs/benchmarks.md
+BENCH_DIR ?= .clarion/bench/services
+
+bench: $(STAMP) ## Benchmarks on the embedded stack (each service, then all of it); writes docs/benchmarks.md
+	$(BIN)/python services/aggregator/bench/aggregator_bench.py --json $(BENCH_DIR)/aggregator.json
+	$(BIN)/python services/ingest-api/bench/inbox_bench.py --json $(BENCH_DIR)/ingest-api.json
+	$(BIN)/python services/realtime-gateway/bench/gateway_bench.py --connections 10000 --json $(BENCH_DIR)/realtime-gateway.json
+	$(BIN)/clarion bench --output docs/benchmarks.md --services $(BENCH_DIR)
 
 run: $(STAMP) ## Run the embedded stack + all six services and replay real GitHub events
 	$(BIN)/clarion run --replay "$(REPLAY)" --speed $(SPEED) $(if $(filter 1 true yes,$(EXIT_AFTER_REPLAY)),--exit-after-replay,)

@@ -242,6 +242,7 @@ def main() -> None:
     figures = run(args)
     print(json.dumps(figures, indent=2))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 

@@ -485,10 +485,25 @@ async def run_bench(args: argparse.Namespace, env: dict[str, str], log_dir: Path
         if rates:
             print(f"  inbox consumer:    {statistics.median(r for r, _ in rates):,.0f} notif/s")
             print(f"  delivery consumer: {statistics.median(d for _, d in rates):,.0f} status/s")
+        figures: dict[str, Any] = {}
+        if puts:
+            figures["put_users_per_second_median"] = round(statistics.median(puts))
+        if rates:
+            figures["inbox_notifications_per_second_median"] = round(
+                statistics.median(r for r, _ in rates)
+            )
+            figures["delivery_statuses_per_second_median"] = round(
+                statistics.median(d for _, d in rates)
+            )
         if args.duration > 0:
+            figures["post_to_inbox_rate"] = args.rate
             for q in (0.5, 0.95, 0.99):
                 med = statistics.median(pct(lat, q) for lat in runs) * 1000
+                figures[f"post_to_inbox_p{round(q * 100)}_ms_median"] = round(med, 1)
                 print(f"  POST -> inbox p{round(q * 100)}: {med:.1f} ms at {args.rate:g} events/s")
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -510,6 +525,7 @@ def main() -> None:
         help="CLARION_INGEST_RATE_LIMIT_API_KEY for the run (default: the service's; 0: off)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="clarion-inbox-bench-"))

@@ -352,6 +352,7 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=1)
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     import uvloop
 
@@ -360,7 +361,11 @@ def main() -> None:
     elif args.mode == "clients":
         uvloop.run(clients(args.port, args.count, args.offset))
     else:
-        print(json.dumps(run(args), indent=2))
+        figures = run(args)
+        print(json.dumps(figures, indent=2))
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -227,7 +227,98 @@ def render_markdown(result: dict[str, Any]) -> str:
     for name, rss in result.get("peak_rss_mib", {}).items():
         lines.append(f"| {name} | {rss:.0f} |" if rss is not None else f"| {name} | - |")
     lines.append("")
+    lines += render_services(result.get("services", {}))
     return "\n".join(lines)
+
+
+SERVICE_FIGURES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "aggregator",
+        "aggregator_events_per_second_median",
+        "events/s, one instance, aggregation on (target ≥ 5,000)",
+        "{:,.0f}",
+    ),
+    ("aggregator", "aggregator_cpu_us_per_event_median", "µs CPU per event", "{:,.0f}"),
+    (
+        "aggregator",
+        "fanout_seconds_median",
+        "s to fan one announcement out to {fanout_recipients:,} users",
+        "{:.1f}",
+    ),
+    (
+        "ingest-api",
+        "post_to_inbox_p50_ms_median",
+        "ms POST /v1/events -> inbox row, p50 at {post_to_inbox_rate:g} events/s",
+        "{:.1f}",
+    ),
+    (
+        "ingest-api",
+        "post_to_inbox_p99_ms_median",
+        "ms POST /v1/events -> inbox row, p99 at {post_to_inbox_rate:g} events/s (target < 100)",
+        "{:.1f}",
+    ),
+    (
+        "ingest-api",
+        "inbox_notifications_per_second_median",
+        "notifications/s into the inbox (consumer alone)",
+        "{:,.0f}",
+    ),
+    ("ingest-api", "put_users_per_second_median", "PUT /v1/users/{{id}} per s", "{:,.0f}"),
+    (
+        "realtime-gateway",
+        "frames_per_second_median",
+        "frames/s one process writes to distinct users (target ≥ 40,000)",
+        "{:,.0f}",
+    ),
+    (
+        "realtime-gateway",
+        "rss_per_connection_kib",
+        "KiB per idle authenticated connection at {connections:,} (target ≤ 16)",
+        "{:.1f}",
+    ),
+)
+"""(service, JSON key, label, number format) of each per-service figure shown."""
+
+
+def render_services(services: dict[str, dict[str, Any]]) -> list[str]:
+    """The per-service table: figures of each service's own benchmark (medians)."""
+    rows = []
+    for service, key, label, fmt in SERVICE_FIGURES:
+        figures = services.get(service) or {}
+        value = figures.get(key)
+        if value is None:
+            continue
+        try:
+            text = label.format(**figures)
+        except (KeyError, ValueError):
+            text = label
+        rows.append(f"| {service} | {fmt.format(value)} | {text} |")
+    if not rows:
+        return []
+    return [
+        "## Per-service benchmarks",
+        "",
+        "Each service on its own against the embedded stack (medians of rounds):",
+        "`services/aggregator/bench/aggregator_bench.py`, `services/ingest-api/bench/"
+        "inbox_bench.py`, `services/realtime-gateway/bench/gateway_bench.py`.",
+        "",
+        "| service | figure | what |",
+        "| --- | --- | --- |",
+        *rows,
+        "",
+    ]
+
+
+def read_service_figures(directory: Path | None) -> dict[str, dict[str, Any]]:
+    """``{service: figures}`` from ``<directory>/<service>.json`` files (missing: skipped)."""
+    out: dict[str, dict[str, Any]] = {}
+    if directory is None:
+        return out
+    for service in ("aggregator", "ingest-api", "realtime-gateway"):
+        path = directory / f"{service}.json"
+        if path.is_file():
+            out[service] = json.loads(path.read_text())
+    return out
 
 
 @app.command("bench")
@@ -236,10 +327,14 @@ def bench_command(
     runs: int = typer.Option(3, min=1, help="Repetitions of each fixed-rate run"),
     users: int = typer.Option(200, min=1, help="Connected WebSocket users"),
     duration: float = typer.Option(10.0, min=1.0, help="Seconds per fixed-rate run"),
+    services: Path | None = typer.Option(
+        None, help="Directory of per-service benchmark JSON files to include"
+    ),
 ) -> None:
     """Benchmark the full stack and write docs/benchmarks.md and docs/benchmarks.json."""
     console = Console()
     result = asyncio.run(_bench(console, runs, users, duration))
+    result["services"] = read_service_figures(services)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     output.write_text(render_markdown(result))
