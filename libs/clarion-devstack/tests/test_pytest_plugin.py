@@ -15,7 +15,7 @@ from sqlmodel import Field, SQLModel, select
 
 from clarion_devstack.databases import database_name
 from clarion_devstack.probes import asyncpg_dsn, with_database
-from clarion_devstack.pytest_plugin import ENV_DOCKER, docker_requested
+from clarion_devstack.pytest_plugin import ENV_DOCKER, TEST_SESSION_TIMEOUT_MS, docker_requested
 from clarion_devstack.stack import StackInfo
 
 # --- unit -----------------------------------------------------------------------------
@@ -87,6 +87,28 @@ def test_stack_env_carries_servers_prefixes_and_environment(
         "CLARION_REDIS_PREFIX": redis_prefix,
         "CLARION_ENVIRONMENT": "test",
     }
+
+
+@pytest.mark.integration
+def test_stack_settings_carry_servers_prefixes_and_test_tuning(
+    stack_settings: dict[str, Any], devstack: StackInfo, topic_prefix: str, redis_prefix: str
+) -> None:
+    assert stack_settings == {
+        "kafka_bootstrap_servers": devstack.kafka_bootstrap_servers,
+        "redis_url": devstack.redis_url,
+        "database_url": devstack.database_url,
+        "topic_prefix": topic_prefix,
+        "redis_prefix": redis_prefix,
+        "environment": "test",
+        "kafka_session_timeout_ms": TEST_SESSION_TIMEOUT_MS,
+        "http_port": 0,
+    }
+
+
+def test_wait_until_is_the_eventually_poller(wait_until: Any) -> None:
+    from clarion_devstack.testing import eventually
+
+    assert wait_until is eventually
 
 
 async def _tables(url: str) -> list[str]:

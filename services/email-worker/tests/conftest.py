@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
-import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from clarion_devstack.testing import WorkerHarness, eventually, running_worker
 from clarion_email.sink import MailSink, SinkServer
-
-
-async def eventually(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-@pytest.fixture
-def wait_until() -> Any:
-    """The :func:`eventually` poller."""
-    return eventually
 
 
 class FlakySink(MailSink):
@@ -74,50 +52,11 @@ class MovableClock:
 
 
 @dataclass
-class TopicTap:
-    """Collects every record of some topics (no consumer group, from the start)."""
-
-    bootstrap: str
-    topics: list[str]
-    records: list[Any] = field(default_factory=list)
-
-    async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
-        self._consumer = AIOKafkaConsumer(
-            *self.topics,
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=5,
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for record in self._consumer:
-            self.records.append(record)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._task
-        await self._consumer.stop()
-
-
-@dataclass
-class Harness:
+class Harness(WorkerHarness):
     """A running email-worker, a producer, the SMTP sink and a tap on delivery statuses."""
 
-    settings: Any
-    worker: Any
-    producer: Any
-    tap: TopicTap
     sink: MailSink
     clock: MovableClock
-
-    async def publish(self, spec: Any, key: str, value: bytes) -> None:
-        await self.producer.send_and_wait(self.settings.topic(spec), value=value, key=key.encode())
 
     async def profile(self, user_id: str, name: str, email: str | None, **extra: Any) -> None:
         """Publish a profile and wait until email-worker stored it."""
@@ -131,29 +70,16 @@ class Harness:
         profiles = self.worker.dispatcher.profiles
         await eventually(lambda: profiles.profile(user_id))
 
-    def statuses(self) -> list[Any]:
-        from clarion_contracts.v1 import DeliveryStatus
-
-        return [DeliveryStatus.from_bytes(r.value) for r in self.tap.records]
-
 
 @pytest.fixture
-async def harness(
-    devstack: Any, topic_prefix: str, redis_prefix: str, smtp_sink: SinkServer
-) -> Any:
+async def harness(stack_settings: dict[str, Any], smtp_sink: SinkServer) -> AsyncIterator[Harness]:
     """email-worker on the embedded stack, sending to ``smtp_sink``."""
-    from aiokafka import AIOKafkaProducer
-
     from clarion_contracts.registry import DELIVERY_STATUS
     from clarion_email.app import create_app
     from clarion_email.settings import EmailSettings
 
     settings = EmailSettings(
-        kafka_bootstrap_servers=devstack.kafka_bootstrap_servers,
-        redis_url=devstack.redis_url,
-        topic_prefix=topic_prefix,
-        redis_prefix=redis_prefix,
-        environment="test",
+        **stack_settings,
         smtp_port=smtp_sink.smtp_port,
         smtp_timeout_seconds=10,
         public_api_url="https://api.clarion.test",
@@ -163,22 +89,11 @@ async def harness(
         backoff_base_seconds=0.2,
         backoff_max_seconds=1.0,
         max_attempts=3,
-        http_port=0,
-        kafka_session_timeout_ms=2000,
     )
     clock = MovableClock()
     app = create_app(settings, clock=clock)
-    await app.start()
-    worker = app.context.get("email_worker")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=devstack.kafka_bootstrap_servers, acks="all", enable_idempotence=False
-    )
-    await producer.start()
-    tap = TopicTap(devstack.kafka_bootstrap_servers, [settings.topic(DELIVERY_STATUS)])
-    await tap.start()
-    try:
+    status_topic = settings.topic(DELIVERY_STATUS)
+    bootstrap = settings.kafka_bootstrap_servers
+    async with running_worker(app, "email_worker", bootstrap, [status_topic]) as running:
+        worker, producer, tap = running
         yield Harness(settings, worker, producer, tap, smtp_sink.sink, clock)
-    finally:
-        await tap.stop()
-        await producer.stop()
-        await app.stop()

@@ -216,8 +216,6 @@ async def test_email_switched_off_for_the_category_is_skipped(
 async def test_transient_failures_run_out_into_the_dlq(
     harness: Any, smtp_sink: Any, wait_until: Any
 ) -> None:
-    from aiokafka import AIOKafkaConsumer
-
     smtp_sink.sink.failures = 3  # as many as max_attempts
     await harness.profile("gus", "Gus", "gus@example.com")
     request = email_request("down-1", "gus", [item(1)])
@@ -232,20 +230,8 @@ async def test_transient_failures_run_out_into_the_dlq(
     assert statuses[-1].reason == "retries_exhausted"
     assert list(harness.sink.messages) == []
 
-    consumer = AIOKafkaConsumer(
-        harness.settings.dlq(EMAIL_REQUESTS),
-        bootstrap_servers=harness.settings.kafka_bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
-    )
-    await consumer.start()
-    try:
-        record = await consumer.getone()
-    finally:
-        await consumer.stop()
-    assert EmailRequest.from_bytes(record.value) == request
-    headers = {k: v.decode() for k, v in record.headers}
+    value, headers = await harness.first_dead_letter(EMAIL_REQUESTS)
+    assert EmailRequest.from_bytes(value) == request
     assert headers["x-clarion-error-type"] == "smtp_451"
     assert headers["x-clarion-attempts"] == "3"
     # A DLQ'd request is not marked as sent: replaying it from the DLQ sends it.

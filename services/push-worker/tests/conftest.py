@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import inspect
 import json
 import os
 import time
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,8 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from clarion_devstack.testing import WorkerHarness, eventually, running_worker
 
 
 def b64url(data: bytes) -> str:
@@ -168,55 +169,6 @@ class PushService:
             await self._runner.cleanup()
 
 
-@dataclass
-class TopicTap:
-    """Collects every record of some topics (no consumer group, from the start)."""
-
-    bootstrap: str
-    topics: list[str]
-    records: list[Any] = field(default_factory=list)
-
-    async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
-        self._consumer = AIOKafkaConsumer(
-            *self.topics,
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=5,
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for record in self._consumer:
-            self.records.append(record)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._task
-        await self._consumer.stop()
-
-    def values(self, topic: str) -> list[Any]:
-        return [r for r in self.records if r.topic == topic]
-
-
-async def eventually(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
 @pytest.fixture
 async def push_service() -> Any:
     service = PushService()
@@ -225,24 +177,11 @@ async def push_service() -> Any:
     await service.stop()
 
 
-@pytest.fixture
-def wait_until() -> Any:
-    """The :func:`eventually` poller."""
-    return eventually
-
-
 @dataclass
-class Harness:
+class Harness(WorkerHarness):
     """A running push-worker plus a producer and a tap on its output topics."""
 
-    settings: Any
-    worker: Any
-    producer: Any
-    tap: TopicTap
     push_service: PushService
-
-    async def publish(self, spec: Any, key: str, value: bytes) -> None:
-        await self.producer.send_and_wait(self.settings.topic(spec), value=value, key=key.encode())
 
     async def subscribe(self, name: str, user_id: str) -> Any:
         """Publish a subscription for a fake browser and wait until push-worker stored it."""
@@ -265,22 +204,12 @@ class Harness:
         await eventually(lambda: store.get(subscription.subscription_id))
         return subscription
 
-    def statuses(self) -> list[Any]:
-        from clarion_contracts.registry import DELIVERY_STATUS
-        from clarion_contracts.v1 import DeliveryStatus
-
-        return [
-            DeliveryStatus.from_bytes(r.value)
-            for r in self.tap.values(self.settings.topic(DELIVERY_STATUS))
-        ]
-
 
 @pytest.fixture
 async def harness(
-    devstack: Any, topic_prefix: str, redis_prefix: str, push_service: PushService
-) -> Any:
+    stack_settings: dict[str, Any], push_service: PushService
+) -> AsyncIterator[Harness]:
     """push-worker on the embedded stack, isolated by this test's topic and Redis prefixes."""
-    from aiokafka import AIOKafkaProducer
     from py_vapid import Vapid02
 
     from clarion_contracts.registry import DELIVERY_STATUS, PUSH_SUBSCRIPTIONS
@@ -290,35 +219,17 @@ async def harness(
     vapid = Vapid02()
     vapid.generate_keys()
     settings = PushSettings(
-        kafka_bootstrap_servers=devstack.kafka_bootstrap_servers,
-        redis_url=devstack.redis_url,
-        topic_prefix=topic_prefix,
-        redis_prefix=redis_prefix,
-        environment="test",
+        **stack_settings,
         vapid_private_key=vapid.private_pem().decode(),
         vapid_subject="mailto:ops@clarion.test",
         schedule_poll_seconds=0.05,
         backoff_base_seconds=0.2,
         backoff_max_seconds=1.0,
         max_attempts=3,
-        http_port=0,
-        kafka_session_timeout_ms=2000,
     )
     app = create_app(settings)
-    await app.start()
-    worker = app.context.get("push_worker")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=devstack.kafka_bootstrap_servers, acks="all", enable_idempotence=False
-    )
-    await producer.start()
-    tap = TopicTap(
-        devstack.kafka_bootstrap_servers,
-        [settings.topic(DELIVERY_STATUS), settings.topic(PUSH_SUBSCRIPTIONS)],
-    )
-    await tap.start()
-    try:
+    topics = [settings.topic(DELIVERY_STATUS), settings.topic(PUSH_SUBSCRIPTIONS)]
+    bootstrap = settings.kafka_bootstrap_servers
+    async with running_worker(app, "push_worker", bootstrap, topics) as running:
+        worker, producer, tap = running
         yield Harness(settings, worker, producer, tap, push_service)
-    finally:
-        await tap.stop()
-        await producer.stop()
-        await app.stop()

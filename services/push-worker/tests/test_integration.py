@@ -188,8 +188,6 @@ async def test_413_trims_the_body_and_retries_once(
 async def test_retries_run_out_into_the_dlq(
     harness: Any, push_service: Any, wait_until: Any
 ) -> None:
-    from aiokafka import AIOKafkaConsumer
-
     await harness.subscribe("down", "erin")
     push_service.script("down", [(503, {})] * 3)
     request = push_request(7, "erin")
@@ -202,20 +200,8 @@ async def test_retries_run_out_into_the_dlq(
     assert failed[0].attempt == 3
     assert len(push_service.for_endpoint("down")) == 3
 
-    consumer = AIOKafkaConsumer(
-        harness.settings.dlq(PUSH_REQUESTS),
-        bootstrap_servers=harness.settings.kafka_bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
-    )
-    await consumer.start()
-    try:
-        record = await consumer.getone()
-    finally:
-        await consumer.stop()
-    assert PushRequest.from_bytes(record.value) == request
-    headers = {k: v.decode() for k, v in record.headers}
+    value, headers = await harness.first_dead_letter(PUSH_REQUESTS)
+    assert PushRequest.from_bytes(value) == request
     assert headers["x-clarion-error-type"] == "http_503"
     assert headers["x-clarion-attempts"] == "3"
     assert headers["x-clarion-original-topic"] == harness.settings.topic(PUSH_REQUESTS)

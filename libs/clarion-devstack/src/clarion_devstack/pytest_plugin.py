@@ -27,6 +27,14 @@ Fixtures:
     ``dict[str, str]`` to launch service processes with: the three server URLs plus
     ``CLARION_TOPIC_PREFIX``, ``CLARION_REDIS_PREFIX`` (this test's prefixes) and
     ``CLARION_ENVIRONMENT=test``. Merge it into ``os.environ`` for a subprocess.
+``stack_settings`` (function)
+    The same as keyword arguments of a service's settings class, for a service run
+    in-process (``EmailSettings(**stack_settings, smtp_port=...)``), plus
+    ``kafka_session_timeout_ms=2000`` so its consumers join their groups quickly and
+    ``http_port=0`` so it serves HTTP on a free port, beside any running stack.
+``wait_until`` (function)
+    :func:`clarion_devstack.testing.eventually`: ``await wait_until(predicate,
+    timeout=20.0)`` polls until ``predicate`` (sync or async) returns something truthy.
 
 Mark tests using the stack with ``@pytest.mark.integration``.
 """
@@ -37,9 +45,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -50,6 +58,9 @@ if TYPE_CHECKING:
 ENV_DOCKER = "CLARION_TEST_DOCKER"
 #: Name prefix of the temporary data directories of session stacks.
 DATA_DIR_PREFIX = "clarion-devstack-"
+#: Consumer session timeout (ms) of services tests run: the embedded broker lets a new
+#: group member join after about half of it, so a short one starts consuming sooner.
+TEST_SESSION_TIMEOUT_MS = 2000
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -151,3 +162,24 @@ def stack_env(devstack: StackInfo, topic_prefix: str, redis_prefix: str) -> dict
         CLARION_ENVIRONMENT="test",
     )
     return env
+
+
+@pytest.fixture
+def stack_settings(devstack: StackInfo, topic_prefix: str, redis_prefix: str) -> dict[str, Any]:
+    """Settings keyword arguments for an in-process service (see the module docstring)."""
+    return {
+        **devstack.to_dict(),
+        "topic_prefix": topic_prefix,
+        "redis_prefix": redis_prefix,
+        "environment": "test",
+        "kafka_session_timeout_ms": TEST_SESSION_TIMEOUT_MS,
+        "http_port": 0,
+    }
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Awaitable[Any]]:
+    """:func:`clarion_devstack.testing.eventually`, the poller of test conditions."""
+    from clarion_devstack.testing import eventually
+
+    return eventually

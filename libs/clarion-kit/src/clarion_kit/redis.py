@@ -31,6 +31,20 @@ def create_redis(settings: ServiceSettings, **overrides: Any) -> aioredis.Redis:
     return client
 
 
+def decode_text(value: Any) -> str:
+    """A Redis reply as text: ``bytes`` decoded as UTF-8, ``None`` (no such key) as ``""``.
+
+    Clients made without ``decode_responses=True`` answer ``bytes``; this reads such a
+    reply and a ``str`` one alike (anything else is passed through ``str``).
+
+    Raises:
+        UnicodeDecodeError: ``value`` is ``bytes`` that are not UTF-8.
+    """
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def ping(client: aioredis.Redis) -> None:
     """Readiness check: ``PING`` the server.
 

@@ -10,15 +10,12 @@ schedule of deferred requests and retries, and serves ``/healthz``,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import jinja2
 from faststream import FastStream
-from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from redis.asyncio import Redis
 
@@ -28,26 +25,21 @@ from clarion_contracts.registry import (
     PREFERENCES,
     USER_PROFILES,
 )
-from clarion_contracts.v1 import EmailRequest, Preferences, UserProfile
+from clarion_contracts.v1 import EmailRequest, Preferences, UserProfile, utc_now
 from clarion_email.adapters.kafka import KafkaEventSink
 from clarion_email.adapters.smtp import SmtpSender
-from clarion_email.adapters.store import ProfileStore, Schedule, SendLog
+from clarion_email.adapters.store import ProfileStore, SendLog, job_schedule
 from clarion_email.dispatcher import EmailDispatcher
 from clarion_email.domain.ratelimit import DomainRateLimiter
 from clarion_email.domain.templates import TemplateRenderer
 from clarion_email.settings import EmailSettings
 from clarion_kit.auth import issue_token
-from clarion_kit.health import HealthChecks, HealthServer, health_app
-from clarion_kit.kafka import create_broker, ensure_topics, subscriber_options
-from clarion_kit.kafka import ping as kafka_ping
+from clarion_kit.kafka import create_broker
 from clarion_kit.logging import configure_logging, get_logger
-from clarion_kit.redis import create_redis
+from clarion_kit.scheduling import SchedulePoller
+from clarion_kit.worker import ChannelWorker, materialise
 
 log = get_logger(__name__)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def make_renderer(settings: EmailSettings) -> TemplateRenderer:
@@ -61,33 +53,15 @@ def make_renderer(settings: EmailSettings) -> TemplateRenderer:
     return TemplateRenderer(loader, product_name=settings.product_name)
 
 
-class EmailWorker:
+class EmailWorker(ChannelWorker[EmailSettings]):
     """The running parts of email-worker, built at start-up and closed at shutdown.
 
-    Args:
-        settings: the service settings.
-        broker: the Kafka broker the subscribers are registered on.
-        clock: the current aware time; tests inject one to move time.
-        serve_http: serve the health/metrics endpoints.
+    The life cycle (Redis, checks, topics, poller, health server) is
+    :class:`~clarion_kit.worker.ChannelWorker`'s; constructor arguments as there.
     """
 
-    def __init__(
-        self,
-        settings: EmailSettings,
-        broker: KafkaBroker,
-        clock: Callable[[], datetime] = _utcnow,
-        serve_http: bool = True,
-    ) -> None:
-        self.settings = settings
-        self.broker = broker
-        self.clock = clock
-        self.serve_http = serve_http
-        self.checks = HealthChecks()
-        self.redis: Redis | None = None
-        self.dispatcher: EmailDispatcher | None = None
-        self.health_server: HealthServer | None = None
-        self._poller: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+    topics = (EMAIL_REQUESTS, USER_PROFILES, PREFERENCES, DELIVERY_STATUS)
+    dispatcher: EmailDispatcher | None = None
 
     def _token_for(self, user_id: str, category: str) -> str:
         return issue_token(
@@ -97,14 +71,13 @@ class EmailWorker:
             ttl=self.settings.unsubscribe_token_ttl_seconds,
         )
 
-    async def on_startup(self) -> None:
-        """Connect Redis, build the dispatcher, make sure the topics exist."""
+    def build(self, redis: Redis) -> None:
+        """Build the dispatcher and its adapters."""
         s = self.settings
-        self.redis = create_redis(s)
         self.dispatcher = EmailDispatcher(
-            profiles=ProfileStore(self.redis, s.redis_prefix),
-            send_log=SendLog(self.redis, s.redis_prefix),
-            schedule=Schedule(self.redis, s.redis_prefix),
+            profiles=ProfileStore(redis, s.redis_prefix),
+            send_log=SendLog(redis, s.redis_prefix),
+            schedule=job_schedule(redis, s.redis_prefix),
             sender=SmtpSender(s),
             renderer=make_renderer(s),
             limiter=DomainRateLimiter(s.domain_rate_per_second, s.domain_burst, s.rate_overrides()),
@@ -121,48 +94,22 @@ class EmailWorker:
             profile_wait_attempts=s.profile_wait_attempts,
             max_inline_wait=s.max_inline_rate_wait_seconds,
         )
-        redis = self.redis
-        self.checks.add("redis", lambda: redis.ping(), timeout=1.0)
-        self.checks.add("kafka", lambda: kafka_ping(self.broker), timeout=2.5)
-        await ensure_topics(s, specs=(EMAIL_REQUESTS, USER_PROFILES, PREFERENCES, DELIVERY_STATUS))
 
-    async def after_startup(self) -> None:
-        """Start the schedule poller and the health/metrics server."""
-        self._poller = asyncio.create_task(self._poll(), name="email-schedule-poller")
-        if self.serve_http:
-            self.health_server = HealthServer(
-                health_app(self.checks), self.settings.http_host, self.settings.http_port
-            )
-            await self.health_server.start()
-
-    async def on_shutdown(self) -> None:
-        """Stop polling (finishing the current job) before the broker stops."""
-        self.checks.set_ready(False)
-        self._stopping.set()
-        if self._poller is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._poller, timeout=self.settings.smtp_timeout_seconds)
-
-    async def after_shutdown(self) -> None:
-        """Close Redis and the health server."""
-        if self.health_server is not None:
-            await self.health_server.stop()
-        if self.redis is not None:
-            await self.redis.aclose()
-
-    async def _poll(self) -> None:
+    def poller(self) -> SchedulePoller:
+        """Runs the due jobs one round after another while any were due."""
         assert self.dispatcher is not None
-        while not self._stopping.is_set():
-            try:
-                claimed = await self.dispatcher.run_due()
-            except Exception as exc:  # Redis hiccup: the jobs stay scheduled
-                log.error("email.poll_failed", error=repr(exc))
-                claimed = 0
-            if claimed == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._stopping.wait(), timeout=self.settings.schedule_poll_seconds
-                    )
+        return SchedulePoller(
+            self.dispatcher.run_due,
+            interval=self.settings.schedule_poll_seconds,
+            name="email-schedule-poller",
+            log=log,
+            failure_event="email.poll_failed",
+        )
+
+    @property
+    def shutdown_timeout(self) -> float:
+        """One SMTP transaction: the poller's current job may finish sending."""
+        return self.settings.smtp_timeout_seconds
 
     async def on_profile(self, msg: KafkaMessage) -> None:
         """Materialise a profile (an empty value deletes the key's profile).
@@ -171,12 +118,12 @@ class EmailWorker:
             pydantic.ValidationError: not a :class:`UserProfile` (dead-lettered at once).
         """
         assert self.dispatcher is not None
-        if not msg.body:
-            key = msg.raw_message.key  # type: ignore[union-attr]
-            if key:
-                await self.dispatcher.profiles.delete("profile", key.decode())
-            return
-        await self.dispatcher.profiles.apply_profile(UserProfile.from_bytes(msg.body))
+        profiles = self.dispatcher.profiles
+        await materialise(
+            msg,
+            apply=lambda body: profiles.apply_profile(UserProfile.from_bytes(body)),
+            delete=lambda key: profiles.delete("profile", key),
+        )
 
     async def on_preferences(self, msg: KafkaMessage) -> None:
         """Materialise preferences (an empty value deletes the key's preferences).
@@ -185,12 +132,12 @@ class EmailWorker:
             pydantic.ValidationError: not :class:`Preferences` (dead-lettered at once).
         """
         assert self.dispatcher is not None
-        if not msg.body:
-            key = msg.raw_message.key  # type: ignore[union-attr]
-            if key:
-                await self.dispatcher.profiles.delete("prefs", key.decode())
-            return
-        await self.dispatcher.profiles.apply_preferences(Preferences.from_bytes(msg.body))
+        profiles = self.dispatcher.profiles
+        await materialise(
+            msg,
+            apply=lambda body: profiles.apply_preferences(Preferences.from_bytes(body)),
+            delete=lambda key: profiles.delete("prefs", key),
+        )
 
     async def on_request(self, msg: KafkaMessage) -> None:
         """Send (or defer) one email request.
@@ -205,7 +152,7 @@ class EmailWorker:
 def create_app(
     settings: EmailSettings | None = None,
     *,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utc_now,
     serve_http: bool = True,
 ) -> FastStream:
     """Build the email-worker application (nothing connects until it starts).
@@ -217,26 +164,10 @@ def create_app(
     """
     settings = settings or EmailSettings()
     configure_logging(settings)
-    broker = create_broker(settings)
-    worker = EmailWorker(settings, broker, clock=clock, serve_http=serve_http)
+    worker = EmailWorker(settings, create_broker(settings), clock=clock, serve_http=serve_http)
     # One consumer group per topic: members of one group subscribed to different topics
     # make every join rebalance all of them.
-    name = settings.service_name
-    broker.subscriber(
-        settings.topic(USER_PROFILES),
-        **subscriber_options(settings, group_id=f"{name}-profiles", background=True),
-    )(worker.on_profile)
-    broker.subscriber(
-        settings.topic(PREFERENCES),
-        **subscriber_options(settings, group_id=f"{name}-preferences", background=True),
-    )(worker.on_preferences)
-    broker.subscriber(
-        settings.topic(EMAIL_REQUESTS), **subscriber_options(settings, background=True)
-    )(worker.on_request)
-    app = FastStream(broker)
-    app.on_startup(worker.on_startup)
-    app.after_startup(worker.after_startup)
-    app.on_shutdown(worker.on_shutdown)
-    app.after_shutdown(worker.after_shutdown)
-    app.context.set_global("email_worker", worker)
-    return app
+    worker.subscribe(USER_PROFILES, worker.on_profile, group_suffix="profiles")
+    worker.subscribe(PREFERENCES, worker.on_preferences, group_suffix="preferences")
+    worker.subscribe(EMAIL_REQUESTS, worker.on_request)
+    return worker.application("email_worker")

@@ -30,7 +30,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 
 import jinja2
@@ -42,16 +42,18 @@ from clarion_contracts.v1 import (
     EmailRequest,
     Preferences,
     UserProfile,
+    utc_now,
 )
 from clarion_email.adapters.kafka import EventSink
 from clarion_email.adapters.smtp import SendFailure, SmtpSender
-from clarion_email.adapters.store import Job, ProfileStore, Schedule, SendLog, SendState
+from clarion_email.adapters.store import Job, ProfileStore, SendLog, SendState
 from clarion_email.domain.message import build_message, message_id, unsubscribe_url
 from clarion_email.domain.ratelimit import DomainRateLimiter, recipient_domain
 from clarion_email.domain.retry import BackoffPolicy, SmtpFailure
 from clarion_email.domain.templates import Recipient, TemplateRenderer
 from clarion_kit.logging import get_logger
 from clarion_kit.metrics import get_or_create_counter, metric_name
+from clarion_kit.scheduling import JobSchedule
 
 log = get_logger(__name__)
 
@@ -60,10 +62,6 @@ _OUTCOMES = get_or_create_counter(
     "Email request outcomes",
     ("status", "reason"),
 )
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def email_enabled(preferences: Preferences | None, category: str) -> bool:
@@ -102,7 +100,7 @@ class EmailDispatcher:
         *,
         profiles: ProfileStore,
         send_log: SendLog,
-        schedule: Schedule,
+        schedule: JobSchedule[Job],
         sender: SmtpSender,
         renderer: TemplateRenderer,
         limiter: DomainRateLimiter,
@@ -113,7 +111,7 @@ class EmailDispatcher:
         from_name: str,
         message_id_domain: str,
         public_api_url: str,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
         lease_seconds: float = 120.0,
         log_ttl_seconds: int = 30 * 86400,

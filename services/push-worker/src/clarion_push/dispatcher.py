@@ -13,7 +13,7 @@ answer into an outcome (see :mod:`clarion_push.domain.retry`):
 * anything else: failed.
 
 Nothing here waits for a delay: a request with ``not_before`` in the future and
-every retry are scheduled jobs (:class:`~clarion_push.adapters.store.Schedule`)
+every retry are scheduled jobs (:func:`~clarion_push.adapters.store.job_schedule`)
 that :meth:`PushDispatcher.run_due` runs when due, so one slow or rate-limited
 push service never blocks a Kafka partition. Every outcome is published as a
 :class:`DeliveryStatus` on channel ``push``.
@@ -24,14 +24,21 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from clarion_contracts.base import Channel
-from clarion_contracts.v1 import DeliveryState, DeliveryStatus, PushRequest, PushSubscription
+from clarion_contracts.v1 import (
+    DeliveryState,
+    DeliveryStatus,
+    PushRequest,
+    PushSubscription,
+    utc_now,
+)
 from clarion_kit.logging import get_logger
 from clarion_kit.metrics import get_or_create_counter, metric_name
+from clarion_kit.scheduling import JobSchedule
 from clarion_push.adapters.kafka import EventSink
-from clarion_push.adapters.store import Claim, DeliveryLog, Job, Schedule, SubscriptionStore
+from clarion_push.adapters.store import Claim, DeliveryLog, Job, SubscriptionStore
 from clarion_push.adapters.webpush import PushResponse, WebPushClient
 from clarion_push.domain.headers import derive_topic
 from clarion_push.domain.payload import build_payload, trimmed_payload
@@ -44,10 +51,6 @@ _OUTCOMES = get_or_create_counter(
     "Web Push delivery outcomes per subscription",
     ("status", "reason"),
 )
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class PushDispatcher:
@@ -72,12 +75,12 @@ class PushDispatcher:
         self,
         *,
         store: SubscriptionStore,
-        schedule: Schedule,
+        schedule: JobSchedule[Job],
         delivery_log: DeliveryLog,
         client: WebPushClient,
         events: EventSink,
         policy: BackoffPolicy,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utc_now,
         lease_seconds: float = 60.0,
         sent_ttl_seconds: int = 7 * 86400,
         jitter: Callable[[], float] = random.random,

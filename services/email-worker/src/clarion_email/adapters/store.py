@@ -9,7 +9,8 @@ Key layout (every key starts with ``settings.redis_prefix``):
     the send log (see :class:`SendLog`).
 ``email:schedule`` / ``email:jobs``
     requests deferred by ``not_before``, waiting for a retry or for a domain's
-    rate limit: sorted set of job ids by due Unix time, hash of job JSON.
+    rate limit: sorted set of job ids by due Unix time, hash of :class:`Job` JSON
+    (a :class:`clarion_kit.scheduling.JobSchedule`, see :func:`job_schedule`).
 
 Why Redis for the send log rather than PostgreSQL: the log is a short-lived
 idempotency record read and written once per email with an atomic ``SET NX``
@@ -23,20 +24,14 @@ a redelivered request be sent again.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from redis.asyncio import Redis
 
 from clarion_contracts.v1 import Preferences, UserProfile
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
+from clarion_kit.redis import decode_text
+from clarion_kit.scheduling import JobSchedule, RequestJob
 
 
 class ProfileStore:
@@ -116,7 +111,7 @@ class SendLog:
         key = self._key(request_id)
         if await self._redis.set(key, "sending", nx=True, px=int(lease_seconds * 1000)):
             return SendState.CLAIMED
-        value = _text(await self._redis.get(key))
+        value = decode_text(await self._redis.get(key))
         if value == "sent":
             return SendState.SENT
         if value == "failed":
@@ -147,91 +142,21 @@ class SendLog:
 
     async def state(self, request_id: str) -> str:
         """The raw log value (``""``, ``"sending"``, ``"sent"``, ``"failed"``)."""
-        return _text(await self._redis.get(self._key(request_id)))
-
-
-_CLAIM_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, member in ipairs(due) do
-  redis.call('ZADD', KEYS[1], ARGV[2], member)
-  table.insert(out, member)
-  table.insert(out, redis.call('HGET', KEYS[2], member) or '')
-end
-return out
-"""
+        return decode_text(await self._redis.get(self._key(request_id)))
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(RequestJob):
     """A scheduled email request: ``attempt`` is the SMTP attempt it will make (1-based).
 
     ``profile_misses`` counts how often the recipient's profile was not found yet.
+    Stored as ``{"request": {...}, "attempt": n, "profile_misses": n}``.
     """
 
-    job_id: str
-    request: dict[str, Any]
     attempt: int = 1
     profile_misses: int = 0
 
-    def to_json(self) -> str:
-        """Serialise for the jobs hash."""
-        return json.dumps(
-            {
-                "request": self.request,
-                "attempt": self.attempt,
-                "profile_misses": self.profile_misses,
-            }
-        )
 
-    @classmethod
-    def from_json(cls, job_id: str, raw: str) -> Job:
-        """Parse a job stored by :meth:`to_json`."""
-        data = json.loads(raw)
-        return cls(
-            job_id=job_id,
-            request=data["request"],
-            attempt=int(data.get("attempt", 1)),
-            profile_misses=int(data.get("profile_misses", 0)),
-        )
-
-
-class Schedule:
-    """Jobs due at a time (Redis sorted set + hash), claimed with a lease (at-least-once)."""
-
-    def __init__(self, redis: Redis, prefix: str) -> None:
-        self._redis = redis
-        self._zset = f"{prefix}email:schedule"
-        self._hash = f"{prefix}email:jobs"
-        self._claim = redis.register_script(_CLAIM_DUE)
-
-    async def add(self, job: Job, due: float) -> None:
-        """Schedule ``job`` at Unix time ``due``, replacing a job with the same id."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._hash, job.job_id, job.to_json())
-            pipe.zadd(self._zset, {job.job_id: due})
-            await pipe.execute()
-
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[Job]:
-        """Claim up to ``limit`` due jobs; unfinished ones reappear after ``lease`` seconds."""
-        flat = await self._claim(keys=[self._zset, self._hash], args=[now, now + lease, limit])
-        jobs: list[Job] = []
-        for i in range(0, len(flat), 2):
-            job_id, raw = _text(flat[i]), _text(flat[i + 1])
-            if not raw:
-                await self._redis.zrem(self._zset, job_id)
-                continue
-            jobs.append(Job.from_json(job_id, raw))
-        return jobs
-
-    async def complete(self, job_id: str) -> None:
-        """Remove a finished job."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self._zset, job_id)
-            pipe.hdel(self._hash, job_id)
-            await pipe.execute()
-
-    async def due_time(self, job_id: str) -> float | None:
-        """When ``job_id`` is due (Unix time), or None if not scheduled."""
-        score = await self._redis.zscore(self._zset, job_id)
-        return None if score is None else float(score)
+def job_schedule(redis: Redis, prefix: str) -> JobSchedule[Job]:
+    """The schedule of email jobs: keys ``<prefix>email:schedule`` and ``<prefix>email:jobs``."""
+    return JobSchedule(redis, f"{prefix}email", Job.from_json)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Protocol
 
 from faststream.kafka import KafkaBroker
 
-from clarion_contracts.registry import DELIVERY_STATUS, PUSH_REQUESTS, PUSH_SUBSCRIPTIONS
+from clarion_contracts.registry import PUSH_REQUESTS, PUSH_SUBSCRIPTIONS
 from clarion_contracts.v1 import DeliveryStatus, PushRequest, PushSubscription
-from clarion_kit.retry import (
-    HEADER_ATTEMPTS,
-    HEADER_ERROR,
-    HEADER_ERROR_TYPE,
-    HEADER_FAILED_AT,
-    HEADER_ORIGINAL_TOPIC,
-)
+from clarion_kit.worker import DeliveryEvents
 from clarion_push.settings import PushSettings
+
+SUBSCRIPTION_HEADER = "x-clarion-subscription-id"
+"""DLQ header naming the subscription whose retries ran out."""
 
 
 class EventSink(Protocol):
@@ -34,7 +30,7 @@ class EventSink(Protocol):
         """Publish a request that kept failing to the DLQ of the push-requests topic."""
 
 
-class KafkaEventSink:
+class KafkaEventSink(DeliveryEvents):
     """:class:`EventSink` over a FastStream Kafka broker.
 
     Status records are keyed by ``notification_id``, tombstones by
@@ -47,45 +43,23 @@ class KafkaEventSink:
     """
 
     def __init__(self, broker: KafkaBroker, settings: PushSettings) -> None:
-        self._broker = broker
-        self._status_topic = settings.topic(DELIVERY_STATUS)
+        super().__init__(broker, settings, PUSH_REQUESTS)
         self._subs_topic = settings.topic(PUSH_SUBSCRIPTIONS)
-        self._requests_topic = settings.topic(PUSH_REQUESTS)
-        self._dlq = settings.dlq(PUSH_REQUESTS)
-
-    async def status(self, status: DeliveryStatus) -> None:
-        """Publish to ``clarion.delivery-status.v1`` (acks=all)."""
-        await self._broker.publish(
-            status.to_bytes(),
-            topic=self._status_topic,
-            key=status.notification_id.encode(),
-            headers={"content-type": "application/json"},
-        )
 
     async def tombstone(self, subscription: PushSubscription) -> None:
         """Publish the inactive subscription to ``clarion.push-subscriptions.v1``."""
-        await self._broker.publish(
-            subscription.to_bytes(),
-            topic=self._subs_topic,
-            key=subscription.subscription_id.encode(),
-            headers={"content-type": "application/json"},
+        await self.publish(
+            subscription.to_bytes(), topic=self._subs_topic, key=subscription.subscription_id
         )
 
     async def dead_letter(
         self, request: PushRequest, *, error: str, error_type: str, attempts: int, extra: str
     ) -> None:
         """Publish ``request`` to ``clarion.push-requests.v1.dlq``."""
-        await self._broker.publish(
-            request.to_bytes(),
-            topic=self._dlq,
-            key=request.recipient_id.encode(),
-            headers={
-                "content-type": "application/json",
-                HEADER_ERROR: error[:1000],
-                HEADER_ERROR_TYPE: error_type,
-                HEADER_ORIGINAL_TOPIC: self._requests_topic,
-                HEADER_ATTEMPTS: str(attempts),
-                HEADER_FAILED_AT: datetime.now(UTC).isoformat(),
-                "x-clarion-subscription-id": extra,
-            },
+        await self.publish_dead_letter(
+            request,
+            error=error,
+            error_type=error_type,
+            attempts=attempts,
+            extra_headers={SUBSCRIPTION_HEADER: extra},
         )

@@ -8,7 +8,8 @@ Key layout (every key starts with ``settings.redis_prefix``):
     set of that user's subscription ids.
 ``push:schedule`` / ``push:jobs``
     sorted set of job ids scored by due Unix time / hash of job id → job JSON:
-    requests deferred by ``not_before`` and retries waiting for their backoff.
+    requests deferred by ``not_before`` and retries waiting for their backoff
+    (a :class:`clarion_kit.scheduling.JobSchedule`, see :func:`job_schedule`).
 ``push:sent:<request_id>:<subscription_id>``
     ``"inflight"`` while one worker sends (a lease), ``"sent"`` once the push
     service answered 2xx; a redelivered request skips a pair marked ``sent``.
@@ -16,14 +17,14 @@ Key layout (every key starts with ``settings.redis_prefix``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from redis.asyncio import Redis
 
 from clarion_contracts.v1 import PushSubscription
+from clarion_kit.redis import decode_text
+from clarion_kit.scheduling import JobSchedule, RequestJob
 
 
 class SubscriptionStore:
@@ -84,106 +85,31 @@ class SubscriptionStore:
 
     async def for_user(self, user_id: str) -> list[PushSubscription]:
         """Every active subscription of ``user_id`` (sorted by subscription id)."""
-        ids = sorted(
-            i.decode() if isinstance(i, bytes) else i
-            for i in await self._redis.smembers(self._user_key(user_id))
-        )
+        ids = sorted(decode_text(i) for i in await self._redis.smembers(self._user_key(user_id)))
         if not ids:
             return []
         raws = await self._redis.mget([self._sub_key(i) for i in ids])
         return [PushSubscription.model_validate_json(r) for r in raws if r is not None]
 
 
-_CLAIM_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, member in ipairs(due) do
-  redis.call('ZADD', KEYS[1], ARGV[2], member)
-  table.insert(out, member)
-  table.insert(out, redis.call('HGET', KEYS[2], member) or '')
-end
-return out
-"""
-
-
 @dataclass(frozen=True)
-class Job:
-    """A scheduled unit of work: a request (no subscription yet) or one delivery retry."""
+class Job(RequestJob):
+    """A scheduled unit of work: a request (no subscription yet) or one delivery retry.
 
-    job_id: str
-    request: dict[str, Any]
+    Stored as ``{"request": {...}, "subscription_id": ..., "attempt": n, "trimmed": b}``.
+    """
+
     subscription_id: str | None
     attempt: int
     trimmed: bool = False
 
-    def to_json(self) -> str:
-        """Serialise for the jobs hash."""
-        return json.dumps(
-            {
-                "request": self.request,
-                "subscription_id": self.subscription_id,
-                "attempt": self.attempt,
-                "trimmed": self.trimmed,
-            }
-        )
 
-    @classmethod
-    def from_json(cls, job_id: str, raw: str) -> Job:
-        """Parse a job stored by :meth:`to_json`."""
-        data = json.loads(raw)
-        return cls(
-            job_id=job_id,
-            request=data["request"],
-            subscription_id=data["subscription_id"],
-            attempt=int(data["attempt"]),
-            trimmed=bool(data.get("trimmed", False)),
-        )
+def job_schedule(redis: Redis, prefix: str) -> JobSchedule[Job]:
+    """The schedule of push jobs: keys ``<prefix>push:schedule`` and ``<prefix>push:jobs``.
 
-
-class Schedule:
-    """Jobs due at a time: a Redis sorted set (score = due Unix time) plus a hash of jobs.
-
-    Claiming is at-least-once: :meth:`claim_due` pushes each claimed job's score a
-    lease into the future instead of removing it, so a worker that dies mid-job
-    leaves it to be claimed again; :meth:`complete` removes it for good.
+    Claiming is at-least-once: a claimed job reappears after its lease unless completed.
     """
-
-    def __init__(self, redis: Redis, prefix: str, name: str = "push") -> None:
-        self._redis = redis
-        self._zset = f"{prefix}{name}:schedule"
-        self._hash = f"{prefix}{name}:jobs"
-        self._claim = redis.register_script(_CLAIM_DUE)
-
-    async def add(self, job: Job, due: float) -> None:
-        """Schedule ``job`` at Unix time ``due`` (replacing a job with the same id)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._hash, job.job_id, job.to_json())
-            pipe.zadd(self._zset, {job.job_id: due})
-            await pipe.execute()
-
-    async def claim_due(self, now: float, lease: float, limit: int) -> list[Job]:
-        """Claim up to ``limit`` jobs due at ``now``; they reappear after ``lease`` seconds."""
-        flat = await self._claim(keys=[self._zset, self._hash], args=[now, now + lease, limit])
-        jobs: list[Job] = []
-        for i in range(0, len(flat), 2):
-            job_id = _text(flat[i])
-            raw = _text(flat[i + 1])
-            if not raw:
-                await self._redis.zrem(self._zset, job_id)
-                continue
-            jobs.append(Job.from_json(job_id, raw))
-        return jobs
-
-    async def complete(self, job_id: str) -> None:
-        """Remove a finished job."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self._zset, job_id)
-            pipe.hdel(self._hash, job_id)
-            await pipe.execute()
-
-    async def pending(self) -> int:
-        """Number of scheduled jobs (claimed ones included)."""
-        return int(await self._redis.zcard(self._zset))
+    return JobSchedule(redis, f"{prefix}push", Job.from_json)
 
 
 class Claim(StrEnum):
@@ -218,7 +144,7 @@ class DeliveryLog:
         key = self._key(request_id, subscription_id)
         if await self._redis.set(key, "inflight", nx=True, px=int(lease_seconds * 1000)):
             return Claim.CLAIMED
-        value = _text(await self._redis.get(key))
+        value = decode_text(await self._redis.get(key))
         return Claim.SENT if value == "sent" else Claim.BUSY
 
     async def mark_sent(self, request_id: str, subscription_id: str, ttl_seconds: int) -> None:
@@ -231,10 +157,4 @@ class DeliveryLog:
 
     async def is_sent(self, request_id: str, subscription_id: str) -> bool:
         """True if the pair was delivered."""
-        return _text(await self._redis.get(self._key(request_id, subscription_id))) == "sent"
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return decode_text(await self._redis.get(self._key(request_id, subscription_id))) == "sent"
