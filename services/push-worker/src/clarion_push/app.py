@@ -107,14 +107,6 @@ class PushWorker(ChannelWorker[PushSettings]):
         if self.dispatcher is not None:
             await self.dispatcher.drain(timeout=self.shutdown_timeout)
 
-    def poller_overran(self) -> None:
-        """Fail the shutdown, as push-worker always has when its poller outlived the timeout.
-
-        Raises:
-            TimeoutError: always (the broker is then not stopped by the app).
-        """
-        raise TimeoutError(f"the schedule poller ran past {self.shutdown_timeout}s at shutdown")
-
     async def close(self) -> None:
         """Close the HTTP client."""
         if self.http is not None:
