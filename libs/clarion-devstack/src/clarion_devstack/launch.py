@@ -117,8 +117,18 @@ def vapid_keys(state_dir: Path) -> dict[str, str]:
     return keys
 
 
+OFF_PATH_NICE = 10
+"""CPU priority increment of the services off the live path (push-worker, email-worker,
+analytics, the mail sink) when one machine runs everything: domain event -> inbox ->
+WebSocket frame goes first, as a Kubernetes PriorityClass or CPU requests would
+arrange it; the others catch up with their lag."""
+
+
 def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
-    """The processes of a full Clarion, in start order (sink first, ingest-api last)."""
+    """The processes of a full Clarion, in start order (sink first, ingest-api last).
+
+    Push-worker, email-worker, analytics and the mail sink run at
+    :data:`OFF_PATH_NICE`."""
     p = config.ports
     keys = vapid_keys(config.state_dir)
     common = {
@@ -134,12 +144,13 @@ def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
     }
     api = f"http://127.0.0.1:{p.ingest}"
 
-    def spec(name: str, script: str, port: int, env: dict[str, str]) -> ServiceSpec:
+    def spec(name: str, script: str, port: int, env: dict[str, str], nice: int = 0) -> ServiceSpec:
         return ServiceSpec(
             name=name,
             argv=[_script(script)],
             env={**common, **env},
             ready_url=f"http://127.0.0.1:{port}/readyz",
+            nice=nice,
         )
 
     specs = [
@@ -156,6 +167,7 @@ def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
             ],
             env=common,
             ready_url=None,
+            nice=OFF_PATH_NICE,
         ),
         spec(
             "aggregator",
@@ -181,6 +193,7 @@ def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
                 "CLARION_PUSH_HTTP_PORT": str(p.push),
                 "CLARION_PUSH_VAPID_PRIVATE_KEY": keys["private_key"],
             },
+            OFF_PATH_NICE,
         ),
         spec(
             "email-worker",
@@ -191,12 +204,14 @@ def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
                 "CLARION_EMAIL_SMTP_PORT": str(p.smtp),
                 "CLARION_EMAIL_PUBLIC_API_URL": api,
             },
+            OFF_PATH_NICE,
         ),
         spec(
             "analytics",
             "clarion-analytics",
             p.analytics,
             {"CLARION_ANALYTICS_HTTP_PORT": str(p.analytics)},
+            OFF_PATH_NICE,
         ),
         spec(
             "ingest-api",

@@ -35,6 +35,8 @@ class ServiceSpec:
         env: extra environment variables (added to the parent's).
         ready_url: an HTTP URL answering 200 when the service is ready, or None.
         restart: whether an unexpected exit is restarted.
+        nice: CPU priority increment (``nice(2)``, 0-19) of the process: services off
+            the live path yield the CPU to those on it when one machine runs everything.
     """
 
     name: str
@@ -42,6 +44,7 @@ class ServiceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     ready_url: str | None = None
     restart: bool = True
+    nice: int = 0
 
 
 @dataclass
@@ -110,6 +113,11 @@ class Supervisor:
             env=env,
             start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
         )
+        if child.spec.nice:
+            # Set from here rather than in the child before exec: preexec_fn is unsafe
+            # in a process with threads.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, child.process.pid, child.spec.nice)
         child.started_at = time.monotonic()
         log = (self._log_dir / f"{child.spec.name}.log").open("ab")
         child.pumps = [asyncio.create_task(self._pump(child, child.process, log))]
