@@ -26,6 +26,7 @@ from clarion_contracts.registry import (
     TopicSpec,
 )
 from clarion_contracts.v1 import InboxAction, InboxEvent, Notification
+from clarion_devstack.testing import eventually
 from clarion_gateway.app import Gateway, create_app
 from clarion_gateway.settings import GatewaySettings
 from clarion_kit.auth import issue_token
@@ -39,16 +40,7 @@ async def wait_for(
     what: str = "condition",
 ) -> None:
     """Poll ``predicate`` until it is true (bounded; raises AssertionError on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    await eventually(predicate, timeout, what=what)
 
 
 def make_notification(

@@ -33,7 +33,10 @@ from clarion_devstack.pytest_plugin import TEST_SESSION_TIMEOUT_MS
 
 
 async def eventually(
-    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy, and return that.
 
@@ -41,6 +44,7 @@ async def eventually(
         predicate: a function returning a value or an awaitable of one.
         timeout: seconds until giving up.
         interval: seconds between polls.
+        what: named in the error.
 
     Raises:
         AssertionError: nothing truthy within ``timeout`` seconds.
@@ -53,7 +57,7 @@ async def eventually(
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(interval)
 
 
