@@ -11,6 +11,7 @@ import pytest
 
 from clarion_aggregator.app import build_service
 from clarion_aggregator.domain.clock import ManualClock
+from clarion_aggregator.metrics import AggregatorMetrics
 from clarion_contracts.registry import DOMAIN_EVENTS, NOTIFICATIONS
 from clarion_contracts.v1 import DomainEvent, Notification
 
@@ -54,6 +55,8 @@ async def test_two_instances_on_the_same_traffic_make_one_exact_group(
     a = build_service(settings_a, clock=ManualClock(T0))
     b = build_service(settings_b, clock=ManualClock(T0))
     likes = [event(actor=f"fan{i % 150}", at=T0 + timedelta(milliseconds=i)) for i in range(400)]
+    failed = AggregatorMetrics.create().batches_failed.labels(topic=DOMAIN_EVENTS.name)
+    failed_before = failed._value.get()
     async with a.app, b.app:
         await spread(producer, settings_a.topic(DOMAIN_EVENTS), likes)
         notes = await reader(settings_a.topic(NOTIFICATIONS))
@@ -63,8 +66,17 @@ async def test_two_instances_on_the_same_traffic_make_one_exact_group(
     assert len(got) == 1
     (n,) = got.values()
     assert (n.version, n.actor_count) == (400, 150)
-    versions = {Notification.from_bytes(r).version for r in records}
-    assert versions == set(range(1, 401))
+    # Every version was made once, by one instance: one content per version number.
+    contents: dict[int, set[tuple[int, tuple[str, ...]]]] = {}
+    for note in map(Notification.from_bytes, records):
+        actors = tuple(a.id for a in note.actors)
+        contents.setdefault(note.version, set()).add((note.actor_count, actors))
+    assert all(len(c) == 1 for c in contents.values())
+    missing = set(range(1, 401)) - contents.keys()
+    if missing:
+        # A batch whose produce failed is consumed again and re-publishes only the
+        # CURRENT version (pipeline docstring): gaps are allowed after a failure only.
+        assert failed._value.get() > failed_before, f"versions never published: {missing}"
 
 
 async def test_two_instances_in_one_consumer_group(

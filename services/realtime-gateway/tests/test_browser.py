@@ -129,6 +129,27 @@ async def chromium(tmp: Path) -> AsyncIterator[Page]:
             await proc.wait()
 
 
+RETRY_PROBE = """(async () => {
+  const real = window.fetch;
+  let calls = 0;
+  window.fetch = (url, init) => {
+    if (String(url).endsWith("/read") && ++calls <= 2) {
+      const body = JSON.stringify({ status: 404, detail: "not stored yet" });
+      const headers = { "Content-Type": "application/problem+json" };
+      return Promise.resolve(new Response(body, { status: 404, headers }));
+    }
+    return real(url, init);
+  };
+  try {
+    const asked = document.querySelector("#list .item.unread").dataset.id;
+    const updated = await window.clarion.markRead(asked);
+    return { calls, asked, id: updated.id };
+  } finally {
+    window.fetch = real;
+  }
+})()"""
+
+
 def domain_event(user: str, actor: str, post: str) -> dict[str, Any]:
     return {
         "event_id": str(uuid.uuid4()),
@@ -207,6 +228,13 @@ async def test_demo_inbox_live_read_and_recovery(devstack: Any, tmp_path: Path) 
             )
             assert any("heidi" in t for t in titles)
             assert any("ivan" in t for t in titles)
+
+            # A live frame can outrun the inbox row: markRead retries a 404 (the first
+            # two answers here are made 404s), then succeeds.
+            retried = await page.js(RETRY_PROBE)
+            assert retried["calls"] == 3, retried
+            assert retried["id"] == retried["asked"], retried
+            await page.wait("document.getElementById('badge').textContent === '1'")
 
             shot = await page.call("Page.captureScreenshot", format="png")
             png = base64.b64decode(shot["data"])

@@ -170,6 +170,23 @@ async def test_redelivered_records_are_shown_once(harness: Any) -> None:
     assert duplicates == 4  # two repeats of v1, the stale v1, one repeat of v2
 
 
+async def test_first_version_seen_counts_unread_even_when_skipped(harness: Any) -> None:
+    gw = await harness.gateway()
+    client = await harness.client(gw, "erin")
+    await harness.notify(harness.notification("erin", "e1", 3))  # v1 and v2 never came
+    await harness.notify(harness.notification("erin", "e1", 4))
+    await harness.notify(harness.notification("erin", "e2", 1))
+    await client.recv_until(3)
+    stream = client.stream_frames()
+    kinds = [(f["type"], f["notification"]["version"]) for f in stream]
+    assert kinds == [
+        ("notification.updated", 3),
+        ("notification.updated", 4),
+        ("notification.created", 1),
+    ]
+    assert [f["unread_count"] for f in stream] == [1, 1, 2]
+
+
 async def test_slow_consumer_is_cut_off_without_holding_back_others(harness: Any) -> None:
     # Small buffers so the non-reading client overflows quickly; small consumer batches so
     # a reading client never gets a burst larger than its queue.

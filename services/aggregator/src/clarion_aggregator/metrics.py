@@ -25,6 +25,7 @@ class AggregatorMetrics:
     materialised: Counter
     dead_lettered: Counter
     materialise_dropped: Counter
+    batches_failed: Counter
     batch_seconds: Histogram
 
     @classmethod
@@ -61,6 +62,11 @@ class AggregatorMetrics:
             materialise_dropped=counter(
                 "materialise_dropped_total",
                 "State records given up after retries (re-read at the next start)",
+            ),
+            batches_failed=counter(
+                "batches_failed_total",
+                "Consumed batches that failed and are consumed again (seek back)",
+                ("topic",),
             ),
             batch_seconds=get_or_create_histogram(
                 metric_name(SERVICE, "batch_seconds"),

@@ -145,6 +145,7 @@ def register(
                     await handle(items, headers)
             except Exception:
                 log.exception("batch_failed", topic=topic, records=len(records))
+                metrics.batches_failed.labels(topic=spec.name).inc()
                 await asyncio.sleep(RETRY_PAUSE_SECONDS)
                 raise
 

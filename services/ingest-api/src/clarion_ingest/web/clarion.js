@@ -32,6 +32,9 @@ const STREAM_TYPES = new Set([
   "notifications.all_read",
 ]);
 
+// Backoff of per-notification actions answered 404 (see `_api`), about 6 s in all.
+const NOT_FOUND_RETRY_MS = [50, 100, 200, 400, 800, 1600, 3200];
+
 // Close codes after which reconnecting cannot help.
 const FATAL_CODES = new Set([4003]);
 const BAD_TOKEN = 4001;
@@ -92,7 +95,22 @@ export class ClarionClient extends EventTarget {
 
   // ------------------------------------------------------------------ REST (ingest-api)
 
-  async _api(path, { method = "GET", body } = {}) {
+  async _api(path, { method = "GET", body, retryNotFound = false } = {}) {
+    // The gateway and the inbox read model consume `notifications` independently, so a
+    // notification can reach the page a moment before the inbox stores it: an action on
+    // it answers 404 until then. Such actions retry on 404 for about six seconds.
+    const delays = retryNotFound ? NOT_FOUND_RETRY_MS : [];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this._request(path, method, body);
+      } catch (error) {
+        if (error.status !== 404 || attempt >= delays.length) throw error;
+        await new Promise((resolve) => setTimeout(resolve, delays[attempt]));
+      }
+    }
+  }
+
+  async _request(path, method, body) {
     const token = await this.getToken();
     const headers = { Authorization: `Bearer ${token}` };
     if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -107,7 +125,9 @@ export class ClarionClient extends EventTarget {
         const problem = await res.json(); // RFC 9457 problem+json
         detail = problem.detail || problem.title || detail;
       } catch (_) { /* not JSON */ }
-      throw new Error(`${method} ${path}: ${res.status} ${detail}`);
+      const error = new Error(`${method} ${path}: ${res.status} ${detail}`);
+      error.status = res.status;
+      throw error;
     }
     return res.status === 204 ? null : res.json();
   }
@@ -126,11 +146,17 @@ export class ClarionClient extends EventTarget {
   }
 
   markRead(id) {
-    return this._api(`/v1/me/notifications/${encodeURIComponent(id)}/read`, { method: "POST" });
+    return this._api(`/v1/me/notifications/${encodeURIComponent(id)}/read`, {
+      method: "POST",
+      retryNotFound: true,
+    });
   }
 
   markUnread(id) {
-    return this._api(`/v1/me/notifications/${encodeURIComponent(id)}/unread`, { method: "POST" });
+    return this._api(`/v1/me/notifications/${encodeURIComponent(id)}/unread`, {
+      method: "POST",
+      retryNotFound: true,
+    });
   }
 
   markAllRead() {

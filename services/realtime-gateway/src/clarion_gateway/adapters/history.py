@@ -59,7 +59,10 @@ if kind == 'n' then
   end
   redis.call('HSET', KEYS[3], ARGV[2], ver)
   redis.call('EXPIRE', KEYS[3], meta_ttl)
-  if (not prev and ver == 1) or redis.call('SREM', KEYS[4], ARGV[2]) == 1 then
+  -- A notification seen for the first time is unread whatever its version: a version
+  -- can be skipped (the aggregator re-publishes only the current one after a failed
+  -- produce), and every new version is unread again.
+  if (not prev) or redis.call('SREM', KEYS[4], ARGV[2]) == 1 then
     unread = redis.call('HINCRBY', KEYS[1], 'unread', 1)
   else
     unread = tonumber(redis.call('HGET', KEYS[1], 'unread'))
