@@ -22,7 +22,14 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from clarion_contracts.registry import DOMAIN_EVENTS, PREFERENCES, TopicSpec
-from clarion_kit.kafka import create_broker, ensure_topics, ping, subscriber_options
+from clarion_devstack.testing import eventually
+from clarion_kit.kafka import (
+    IntervalCommitConsumer,
+    create_broker,
+    ensure_topics,
+    ping,
+    subscriber_options,
+)
 from clarion_kit.retry import RetryPolicy
 from clarion_kit.settings import ServiceSettings
 from clarion_kit.tracing import get_tracer, inject
@@ -208,6 +215,10 @@ async def test_offset_committed_after_dead_letter(
 
     broker = await _subscribe(settings, PREFERENCES, fails, CollectorRegistry())
     try:
+        # FastStream's consumers commit through the interval committer (flushed on stop).
+        consumer = broker.subscribers[0].consumer
+        assert isinstance(consumer, IntervalCommitConsumer)
+        assert consumer._commit_interval == settings.kafka_commit_interval_ms / 1000
         await producer.send_and_wait(settings.topic(PREFERENCES), b"v", key=b"k")
         await _read(settings, settings.dlq(PREFERENCES), 1)
     finally:
@@ -275,3 +286,99 @@ async def test_raw_records_decoder_hands_over_the_consumer_records() -> None:
     assert await raw_records(SimpleNamespace(raw_message=(one, two))) == [one, two]
     assert await raw_records(SimpleNamespace(raw_message=[one])) == [one]
     assert await raw_records(SimpleNamespace(raw_message=two)) == [two]
+
+
+async def _member(settings: ServiceSettings, topic: str, interval_ms: int) -> Any:
+    consumer = IntervalCommitConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.topic_prefix + "interval",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=1000,
+        commit_interval_ms=interval_ms,
+    )
+    await consumer.start()
+    return consumer
+
+
+async def _take(consumer: Any, count: int) -> None:
+    got = 0
+    async with asyncio.timeout(WAIT):
+        while got < count:
+            batches = await consumer.getmany(timeout_ms=200, max_records=count - got)
+            got += sum(len(records) for records in batches.values())
+
+
+async def _committed(settings: ServiceSettings, topic: str) -> int | None:
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.topic_prefix + "interval",
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    try:
+        offset: int | None = await asyncio.wait_for(
+            reader.committed(TopicPartition(topic, 0)), WAIT
+        )
+        return offset
+    finally:
+        await reader.stop()
+
+
+@pytest.fixture
+async def four_records(settings: ServiceSettings, producer: AIOKafkaProducer) -> str:
+    await ensure_topics(settings, [PREFERENCES])
+    topic = settings.topic(PREFERENCES)
+    for n in range(4):
+        await producer.send_and_wait(topic, str(n).encode(), key=b"k")
+    return topic
+
+
+async def test_interval_commit_defers_a_second_commit_to_the_timer(
+    settings: ServiceSettings, four_records: str
+) -> None:
+    consumer = await _member(settings, four_records, interval_ms=2000)
+    try:
+        await _take(consumer, 2)
+        await consumer.commit()  # the first one goes out at once
+        assert await _committed(settings, four_records) == 2
+        await _take(consumer, 2)
+        await consumer.commit()  # within the interval: only the timer commits it
+        assert await _committed(settings, four_records) == 2
+
+        async def committed_all() -> bool:
+            return await _committed(settings, four_records) == 4
+
+        await eventually(committed_all, timeout=10, interval=0.1, what="timer commit")
+    finally:
+        await consumer.stop()
+
+
+async def test_interval_commit_flushes_on_stop(
+    settings: ServiceSettings, four_records: str
+) -> None:
+    consumer = await _member(settings, four_records, interval_ms=60_000)
+    try:
+        await _take(consumer, 2)
+        await consumer.commit()
+        await _take(consumer, 2)
+        await consumer.commit()
+    finally:
+        await consumer.stop()  # graceful shutdown commits what was finished
+    assert await _committed(settings, four_records) == 4
+
+
+async def test_interval_zero_commits_every_time(
+    settings: ServiceSettings, four_records: str
+) -> None:
+    consumer = await _member(settings, four_records, interval_ms=0)
+    try:
+        for done in (2, 4):
+            await _take(consumer, 2)
+            await consumer.commit()
+            assert await _committed(settings, four_records) == done
+    finally:
+        await consumer.stop()

@@ -137,7 +137,11 @@ def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
         "CLARION_TOPIC_PREFIX": config.topic_prefix,
         "CLARION_REDIS_PREFIX": config.redis_prefix,
         "CLARION_LOG_JSON": "true",
-        "CLARION_KAFKA_PARTITIONS_OVERRIDE": "4",
+        # One partition per topic: one instance of each service consumes everything, and
+        # the embedded broker's cost grows with partitions (fixed work per partition in
+        # every fetch) and with stored batches (each fetch lists every batch stored in
+        # the partition; a produce to N partitions stores N batches).
+        "CLARION_KAFKA_PARTITIONS_OVERRIDE": "1",
         # Tansu lets a new member join after about half the session timeout.
         "CLARION_KAFKA_SESSION_TIMEOUT_MS": "3000",
         **config.extra_env,

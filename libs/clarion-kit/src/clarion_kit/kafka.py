@@ -6,7 +6,8 @@ embedded Tansu broker refuses ``InitProducerId``), so duplicates are possible
 and every consumer deduplicates (:mod:`clarion_kit.dedup`). Consumers commit an
 offset only after the handler finished (FastStream ``AckPolicy.NACK_ON_ERROR``:
 commit on success, seek back on an unhandled error) and failures go through
-:mod:`clarion_kit.retry` to the DLQ, after which the offset is committed.
+:mod:`clarion_kit.retry` to the DLQ, after which the offset is committed. Commits
+are batched in time (:class:`IntervalCommitConsumer`, ``kafka_commit_interval_ms``).
 
 Typical service wiring::
 
@@ -26,9 +27,12 @@ import logging
 import time
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -104,7 +108,8 @@ def create_broker(
 
     * ``acks="all"``, ``enable_idempotence=False``, ``client_id`` =
       ``<service_name>-<instance_id>``;
-    * ack policy ``NACK_ON_ERROR``: offsets committed after the handler (at-least-once);
+    * ack policy ``NACK_ON_ERROR``: offsets committed after the handler (at-least-once),
+      at most once per ``kafka_commit_interval_ms`` (:class:`IntervalCommitConsumer`);
     * logs through the stdlib logger :data:`KAFKA_LOGGER` (JSON once logging is configured);
     * the global OpenTelemetry tracer provider configured from ``settings`` when none is
       installed yet (:func:`clarion_kit.tracing.ensure_tracing`);
@@ -162,7 +167,8 @@ def create_broker(
         "log_level": logging.DEBUG,
     }
     options.update(overrides)
-    broker = KafkaBroker(**options)
+    broker = _ClarionKafkaBroker(**options)
+    broker.clarion_commit_interval_ms = settings.kafka_commit_interval_ms
     if dlq is not None:
         dlq.bind(broker)
     broker.clarion_dlq = dlq  # type: ignore[attr-defined]
@@ -191,6 +197,113 @@ def raw_producer(broker: KafkaBroker) -> Any | None:
 
 
 _PARTITIONER = DefaultPartitioner()
+
+
+class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+    """An aiokafka consumer whose ``commit()`` reaches the broker at most once per interval.
+
+    ``commit()`` without arguments (what FastStream calls after each handled batch,
+    and the gateway after each appended one) snapshots the consumed positions, which
+    at that moment are exactly the processed records: the next ``getmany`` has not
+    returned yet. The snapshot is committed at once when the last commit is
+    ``commit_interval_ms`` old, otherwise by a timer at the end of the interval, and
+    on :meth:`stop` (graceful shutdown commits what was finished). An explicit
+    ``commit(offsets)`` and ``commit_interval_ms=0`` commit immediately, as aiokafka does.
+
+    Every commit is an OffsetCommit round trip and broker work; at one commit per
+    small batch, that was a large share of what a busy consumer and the broker spent.
+    The cost: a crash, or a rebalance that moves a partition before the timer fired,
+    redelivers at most one interval of records (at-least-once, which every Clarion
+    consumer absorbs by deduplication or versioned upserts). Offsets of partitions no
+    longer assigned are never committed, so a stale snapshot cannot move another
+    member's committed offset backwards.
+
+    Raises (from ``commit``): what ``AIOKafkaConsumer.commit`` raises when this call
+    commits; a timer commit that fails is logged and retried with the next one.
+    """
+
+    def __init__(self, *topics: str, commit_interval_ms: int = 0, **kwargs: Any) -> None:
+        super().__init__(*topics, **kwargs)
+        self._commit_interval = commit_interval_ms / 1000
+        self._pending: dict[Any, Any] = {}
+        self._last_commit = 0.0
+        self._commit_lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+
+    async def commit(self, offsets: Any = None) -> None:
+        """Commit ``offsets`` now, or the consumed positions within the interval."""
+        if offsets is not None or self._commit_interval <= 0:
+            await super().commit(offsets)
+            return
+        # The same snapshot AIOKafkaConsumer.commit() takes when given no offsets.
+        subscription = self._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None:
+            return
+        self._pending.update(assignment.all_consumed_offsets())
+        due = self._last_commit + self._commit_interval - time.monotonic()
+        if due <= 0:
+            await self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later(due))
+
+    async def _flush(self) -> None:
+        async with self._commit_lock:
+            pending, self._pending = self._pending, {}
+            assigned = self.assignment()
+            offsets = {tp: meta for tp, meta in pending.items() if tp in assigned}
+            self._last_commit = time.monotonic()
+            if not offsets:
+                return
+            try:
+                await super().commit(offsets)
+            except BaseException:
+                # Keep them for the next commit unless newer positions arrived meanwhile.
+                self._pending = {**offsets, **self._pending}
+                raise
+
+    async def _flush_later(self, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            self._timer = None
+            await self._flush()
+        except asyncio.CancelledError:
+            raise
+        except (KafkaError, OSError) as exc:
+            _log.warning("offset_commit_failed", error=str(exc))
+        finally:
+            self._timer = None
+
+    async def stop(self) -> None:
+        """Commit what is pending (best effort), then stop the consumer."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            await asyncio.gather(timer, return_exceptions=True)
+        if self._pending and self._group_id is not None:
+            try:
+                await self._flush()
+            except (KafkaError, OSError) as exc:
+                _log.warning("offset_commit_failed", error=str(exc), at="stop")
+        await super().stop()
+
+
+class _ClarionKafkaBroker(KafkaBroker):
+    """A ``KafkaBroker`` whose subscribers use :class:`IntervalCommitConsumer`."""
+
+    clarion_commit_interval_ms: int = 0
+
+    async def _connect(self) -> Any:
+        # FastStream rebuilds its consumer factory on connect; swap the class after it.
+        builder = await super()._connect()
+        keywords = getattr(builder, "keywords", None)  # partial(AIOKafkaConsumer, ...)
+        if keywords is None:
+            return builder
+        config = self.config.broker_config
+        config.builder = partial(
+            IntervalCommitConsumer, commit_interval_ms=self.clarion_commit_interval_ms, **keywords
+        )
+        return config.builder
 
 
 async def send_batches(producer: Any, records: Iterable[OutgoingRecord]) -> list[Awaitable[Any]]:

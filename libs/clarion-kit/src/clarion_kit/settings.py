@@ -48,6 +48,7 @@ SHARED_FIELDS: frozenset[str] = frozenset(
         "kafka_session_timeout_ms",
         "kafka_fetch_max_wait_ms",
         "kafka_background_fetch_max_wait_ms",
+        "kafka_commit_interval_ms",
         "redis_url",
         "database_url",
         "topic_prefix",
@@ -150,6 +151,16 @@ class ServiceSettings(BaseSettings):
             "Fetch long-poll of consumers off the live path (state topics, delivery "
             "status, push and email requests, analytics), in ms: longer waits mean fewer "
             "empty fetches for the broker and the services to answer"
+        ),
+    )
+    kafka_commit_interval_ms: int = Field(
+        default=250,
+        ge=0,
+        le=60_000,
+        description=(
+            "Consumers commit the offsets of processed batches at most once per this many "
+            "ms (0: after every batch). A crash or rebalance redelivers at most this much, "
+            "which idempotent consumers absorb; each commit is a broker round trip"
         ),
     )
     redis_url: str = "redis://localhost:6379/0"

@@ -83,6 +83,15 @@ class CountsCache:
             return
 
 
+RATE_LIMIT_LUA = """
+local current = redis.call('INCR', KEYS[1])
+if current == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {current, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"""
+"""Count one request in the current window (KEYS[1], expiring after ARGV[1] seconds)
+and read the previous window's count (KEYS[2]): one atomic call per request."""
+
+
 class RateLimiter:
     """Fixed- or sliding-window request counters per bucket (an API key or a user).
 
@@ -111,6 +120,7 @@ class RateLimiter:
         self.strategy = strategy
         self.window_seconds = window_seconds
         self.clock = clock
+        self._count = client.register_script(RATE_LIMIT_LUA)
 
     def _key(self, bucket: str, window: int) -> str:
         return f"{self.prefix}ingest:rl:{bucket}:{window}"
@@ -123,11 +133,9 @@ class RateLimiter:
         window = window_index(now, self.window_seconds)
         current_key = self._key(bucket, window)
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.incr(current_key)
-                pipe.expire(current_key, self.window_seconds * 2)
-                pipe.get(self._key(bucket, window - 1))
-                current, _, previous = await pipe.execute()
+            current, previous = await self._count(
+                keys=[current_key, self._key(bucket, window - 1)], args=[self.window_seconds * 2]
+            )
         except RedisError:
             return RateDecision(True, limit, limit, 0)
         if self.strategy == "fixed":
