@@ -371,6 +371,29 @@ async def test_interval_commit_flushes_on_stop(
     assert await _committed(settings, four_records) == 4
 
 
+async def test_interval_commit_drops_positions_from_before_a_rebalance(
+    settings: ServiceSettings, four_records: str
+) -> None:
+    consumer = await _member(settings, four_records, interval_ms=60_000)
+    try:
+        await _take(consumer, 2)
+        await consumer.commit()
+        await _take(consumer, 2)
+        await consumer.commit()  # pending until the interval ends
+        consumer.unsubscribe()
+        consumer.subscribe([four_records])  # a rebalance: a new assignment
+
+        async def reassigned() -> bool:
+            await consumer.getmany(timeout_ms=100)
+            return bool(consumer.assignment())
+
+        await eventually(reassigned, timeout=WAIT, interval=0.05, what="new assignment")
+    finally:
+        await consumer.stop()
+    # The new owner resumes from the last commit; the stale position is never committed.
+    assert await _committed(settings, four_records) == 2
+
+
 async def test_interval_zero_commits_every_time(
     settings: ServiceSettings, four_records: str
 ) -> None:

@@ -187,6 +187,27 @@ async def test_first_version_seen_counts_unread_even_when_skipped(harness: Any) 
     assert [f["unread_count"] for f in stream] == [1, 1, 2]
 
 
+async def test_read_event_before_the_notification_keeps_it_read(harness: Any) -> None:
+    gw = await harness.gateway()
+    client = await harness.client(gw, "fern")
+    # ingest-api stored f1 and the user read it; the gateway sees the read event first.
+    await harness.inbox(harness.inbox_event("fern", InboxAction.READ, ["f1"], 0))
+    await client.recv_until(1)
+    await harness.notify(harness.notification("fern", "f1", 1))
+    await harness.notify(harness.notification("fern", "f2", 1))
+    await client.recv_until(3)
+    stream = client.stream_frames()
+    assert [f["type"] for f in stream] == [
+        "notification.read",
+        "notification.created",
+        "notification.created",
+    ]
+    assert [f["unread_count"] for f in stream] == [0, 0, 1]
+    await harness.notify(harness.notification("fern", "f1", 2))  # a newer version reopens it
+    await client.recv_until(4)
+    assert client.stream_frames()[-1]["unread_count"] == 2
+
+
 async def test_slow_consumer_is_cut_off_without_holding_back_others(harness: Any) -> None:
     # Small buffers so the non-reading client overflows quickly; small consumer batches so
     # a reading client never gets a burst larger than its queue.

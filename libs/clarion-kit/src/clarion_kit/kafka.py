@@ -214,8 +214,8 @@ class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     small batch, that was a large share of what a busy consumer and the broker spent.
     The cost: a crash, or a rebalance that moves a partition before the timer fired,
     redelivers at most one interval of records (at-least-once, which every Clarion
-    consumer absorbs by deduplication or versioned upserts). Offsets of partitions no
-    longer assigned are never committed, so a stale snapshot cannot move another
+    consumer absorbs by deduplication or versioned upserts). Positions taken before a
+    rebalance are dropped, never committed, so a stale snapshot cannot move another
     member's committed offset backwards.
 
     Raises (from ``commit``): what ``AIOKafkaConsumer.commit`` raises when this call
@@ -226,6 +226,7 @@ class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         super().__init__(*topics, **kwargs)
         self._commit_interval = commit_interval_ms / 1000
         self._pending: dict[Any, Any] = {}
+        self._pending_assignment: Any = None
         self._last_commit = 0.0
         self._commit_lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
@@ -240,6 +241,9 @@ class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         assignment = subscription.assignment if subscription is not None else None
         if assignment is None:
             return
+        if assignment is not self._pending_assignment:
+            self._pending = {}
+            self._pending_assignment = assignment
         self._pending.update(assignment.all_consumed_offsets())
         due = self._last_commit + self._commit_interval - time.monotonic()
         if due <= 0:
@@ -250,8 +254,13 @@ class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     async def _flush(self) -> None:
         async with self._commit_lock:
             pending, self._pending = self._pending, {}
-            assigned = self.assignment()
-            offsets = {tp: meta for tp, meta in pending.items() if tp in assigned}
+            subscription = self._subscription.subscription
+            current = subscription.assignment if subscription is not None else None
+            if current is None or current is not self._pending_assignment:
+                # A rebalance since these positions were taken: the partitions' owners
+                # now resume from the last commit (at-least-once), never from ours.
+                return
+            offsets = {tp: meta for tp, meta in pending.items() if tp in current.tps}
             self._last_commit = time.monotonic()
             if not offsets:
                 return

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from clarion_contracts.registry import DELIVERY_STATUS, PRESENCE
+from clarion_contracts.registry import DELIVERY_STATUS, INBOX_EVENTS, NOTIFICATIONS, PRESENCE
 from clarion_contracts.v1 import PresenceEvent, PresenceStatus
 from clarion_gateway.adapters.history import HistoryStore
 from clarion_gateway.adapters.kafka import create_consumer, create_producer
@@ -39,7 +39,7 @@ from clarion_gateway.metrics import GatewayMetrics
 from clarion_gateway.protocol import KIND_NOTIFICATION, CloseCode, WireMessage
 from clarion_gateway.settings import GatewaySettings
 from clarion_kit.health import HealthChecks, HealthServer, health_app
-from clarion_kit.kafka import OutgoingRecord, send_batches
+from clarion_kit.kafka import OutgoingRecord, ensure_topics, send_batches
 from clarion_kit.logging import get_logger
 from clarion_kit.redis import create_redis
 
@@ -147,6 +147,9 @@ class Gateway:
         await self._presence.heartbeat()
         self.checks.add("redis", self._redis.ping, timeout=1.0)
         if kafka:
+            # Before any client names them: a broker that auto-creates topics on a
+            # metadata request (Tansu) would otherwise pick their partitions itself.
+            await ensure_topics(s, (NOTIFICATIONS, INBOX_EVENTS, DELIVERY_STATUS, PRESENCE))
             self._producer = create_producer(s)
             await self._producer.start()
             processor = RecordProcessor(s, self._history, self._producer, self.metrics)

@@ -59,10 +59,18 @@ if kind == 'n' then
   end
   redis.call('HSET', KEYS[3], ARGV[2], ver)
   redis.call('EXPIRE', KEYS[3], meta_ttl)
-  -- A notification seen for the first time is unread whatever its version: a version
-  -- can be skipped (the aggregator re-publishes only the current one after a failed
-  -- produce), and every new version is unread again.
-  if (not prev) or redis.call('SREM', KEYS[4], ARGV[2]) == 1 then
+  -- A notification seen for the first time is unread whatever its version (a version
+  -- can be skipped: the aggregator re-publishes only the current one after a failed
+  -- produce), unless its read event came first (the topics are not ordered with each
+  -- other; ingest-api's count in that event already covers it). A newer version of a
+  -- read notification is unread again.
+  local reopened
+  if not prev then
+    reopened = redis.call('SISMEMBER', KEYS[4], ARGV[2]) == 0
+  else
+    reopened = redis.call('SREM', KEYS[4], ARGV[2]) == 1
+  end
+  if reopened then
     unread = redis.call('HINCRBY', KEYS[1], 'unread', 1)
   else
     unread = tonumber(redis.call('HGET', KEYS[1], 'unread'))
