@@ -312,6 +312,13 @@ async def _take(consumer: Any, count: int) -> None:
             got += sum(len(records) for records in batches.values())
 
 
+async def _process_twice(consumer: Any) -> None:
+    """Take two records and commit, twice (the second commit falls within the interval)."""
+    for _ in range(2):
+        await _take(consumer, 2)
+        await consumer.commit()
+
+
 async def _committed(settings: ServiceSettings, topic: str) -> int | None:
     reader = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -362,10 +369,7 @@ async def test_interval_commit_flushes_on_stop(
 ) -> None:
     consumer = await _member(settings, four_records, interval_ms=60_000)
     try:
-        await _take(consumer, 2)
-        await consumer.commit()
-        await _take(consumer, 2)
-        await consumer.commit()
+        await _process_twice(consumer)
     finally:
         await consumer.stop()  # graceful shutdown commits what was finished
     assert await _committed(settings, four_records) == 4
@@ -376,10 +380,7 @@ async def test_interval_commit_drops_positions_from_before_a_rebalance(
 ) -> None:
     consumer = await _member(settings, four_records, interval_ms=60_000)
     try:
-        await _take(consumer, 2)
-        await consumer.commit()
-        await _take(consumer, 2)
-        await consumer.commit()  # pending until the interval ends
+        await _process_twice(consumer)  # the second commit is pending
         consumer.unsubscribe()
         consumer.subscribe([four_records])  # a rebalance: a new assignment
 
