@@ -237,8 +237,7 @@ class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
             await super().commit(offsets)
             return
         # The same snapshot AIOKafkaConsumer.commit() takes when given no offsets.
-        subscription = self._subscription.subscription
-        assignment = subscription.assignment if subscription is not None else None
+        assignment = self._assignment()
         if assignment is None:
             return
         if assignment is not self._pending_assignment:
@@ -253,14 +252,11 @@ class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
 
     async def _flush(self) -> None:
         async with self._commit_lock:
-            pending, self._pending = self._pending, {}
-            subscription = self._subscription.subscription
-            current = subscription.assignment if subscription is not None else None
-            if current is None or current is not self._pending_assignment:
+            offsets, self._pending = self._pending, {}
+            if self._assignment() is not self._pending_assignment:
                 # A rebalance since these positions were taken: the partitions' owners
                 # now resume from the last commit (at-least-once), never from ours.
                 return
-            offsets = {tp: meta for tp, meta in pending.items() if tp in current.tps}
             self._last_commit = time.monotonic()
             if not offsets:
                 return
@@ -271,17 +267,19 @@ class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 self._pending = {**offsets, **self._pending}
                 raise
 
+    def _assignment(self) -> Any:
+        """The current assignment (a new object after every rebalance), or None."""
+        subscription = self._subscription.subscription
+        return subscription.assignment if subscription is not None else None
+
     async def _flush_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        # Cleared before flushing: a commit() arriving meanwhile schedules the next one.
+        self._timer = None
         try:
-            await asyncio.sleep(delay)
-            self._timer = None
             await self._flush()
-        except asyncio.CancelledError:
-            raise
         except (KafkaError, OSError) as exc:
             _log.warning("offset_commit_failed", error=str(exc))
-        finally:
-            self._timer = None
 
     async def stop(self) -> None:
         """Commit what is pending (best effort), then stop the consumer."""

@@ -82,6 +82,8 @@ class _Phase:
     supervisor: Supervisor
     client: ReplayClient
     observer: LatencyObserver
+    users: list[str]
+    """The connected users, who have profiles."""
 
 
 @contextlib.asynccontextmanager
@@ -121,7 +123,7 @@ async def _phase(
                 f"http://127.0.0.1:{config.ports.ingest}", default_api_key()
             ) as client:
                 await client.ensure_profiles(watched)
-                yield _Phase(config, supervisor, client, observer)
+                yield _Phase(config, supervisor, client, observer, watched)
         finally:
             await observer.stop()
         for name in supervisor.names:
@@ -140,16 +142,15 @@ async def _bench(console: Console, runs: int, users: int, duration: float) -> di
     result: dict[str, Any] = {"machine": machine(), "started": datetime.now(UTC).isoformat()}
     peak_rss: dict[str, float] = {}
     templates = list(read_events(resolve_source("default")))
-    watched = [f"bench-user-{n:05d}" for n in range(users)]
     try:
         fixed: dict[str, Any] = {}
         for rate in (100, 1000):
             async with _phase(info, data_dir, users, peak_rss) as ph:
-                warm = shaped_events(templates, watched, 500, seed=1)
+                warm = shaped_events(templates, ph.users, 500, seed=1)
                 await run_at_rate(ph.client, ph.observer, warm, 250)
                 samples: list[RateResult] = []
                 for run in range(runs):
-                    events = shaped_events(templates, watched, int(rate * duration), seed=run + 2)
+                    events = shaped_events(templates, ph.users, int(rate * duration), seed=run + 2)
                     samples.append(await run_at_rate(ph.client, ph.observer, events, rate))
                     console.print(f"{rate}/s run {run + 1}: {samples[-1]}")
             fixed[str(rate)] = {
@@ -166,7 +167,7 @@ async def _bench(console: Console, runs: int, users: int, duration: float) -> di
         ramp: list[dict[str, Any]] = []
         async with _phase(info, data_dir, users, peak_rss) as ph:
             for rate in (250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000):
-                events = shaped_events(templates, watched, int(rate * 5), seed=rate)
+                events = shaped_events(templates, ph.users, int(rate * 5), seed=rate)
                 sample = await run_at_rate(ph.client, ph.observer, events, rate)
                 ramp.append(asdict(sample))
                 console.print(f"ramp {rate}/s: {sample}")
