@@ -24,10 +24,13 @@ from pydantic import BaseModel
 from clarion_contracts.registry import DOMAIN_EVENTS, PREFERENCES, TopicSpec
 from clarion_devstack.testing import eventually
 from clarion_kit.kafka import (
+    COALESCE_MAX_RECORDS,
     IntervalCommitConsumer,
+    OutgoingRecord,
     create_broker,
     ensure_topics,
     ping,
+    send_batches,
     subscriber_options,
 )
 from clarion_kit.retry import RetryPolicy
@@ -406,3 +409,55 @@ async def test_interval_zero_commits_every_time(
             assert await _committed(settings, four_records) == done
     finally:
         await consumer.stop()
+
+
+def _count_produce_requests(producer: AIOKafkaProducer) -> list[int]:
+    """Wrap the producer's client so each ProduceRequest it sends is counted."""
+    client: Any = producer.client
+    sent = client.send
+    counted = [0]
+
+    async def counting(node_id: int, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(request).__name__.startswith("ProduceRequest"):
+            counted[0] += 1
+        return await sent(node_id, request, *args, **kwargs)
+
+    client.send = counting
+    return counted
+
+
+async def test_concurrent_single_record_sends_share_produce_requests(
+    settings: ServiceSettings, producer: AIOKafkaProducer
+) -> None:
+    await ensure_topics(settings, [DOMAIN_EVENTS])
+    topic = settings.topic(DOMAIN_EVENTS)
+    requests = _count_produce_requests(producer)
+    callers = 80
+
+    async def one(n: int) -> None:
+        record = OutgoingRecord(topic, f"k{n % 4}".encode(), str(n).encode())
+        await asyncio.gather(*await send_batches(producer, [record]))
+
+    await asyncio.gather(*(one(n) for n in range(callers)))
+    # A batch per caller would take a round trip per caller: one request each.
+    assert 1 <= requests[0] <= callers // 4
+    records = await _read(settings, topic, callers)
+    assert sorted(int(r.value) for r in records) == list(range(callers))
+    for key in {r.key for r in records}:
+        values = [int(r.value) for r in records if r.key == key]
+        assert values == sorted(values)
+
+
+async def test_many_records_for_one_partition_keep_their_order(
+    settings: ServiceSettings, producer: AIOKafkaProducer
+) -> None:
+    await ensure_topics(settings, [DOMAIN_EVENTS])
+    topic = settings.topic(DOMAIN_EVENTS)
+    count = COALESCE_MAX_RECORDS * 3
+    records = [OutgoingRecord(topic, b"same", str(n).encode(), [("n", b"x")]) for n in range(count)]
+    acks = await send_batches(producer, records)
+    assert len(acks) < count  # one future for the partition's batch, not one per record
+    await asyncio.gather(*acks)
+    got = await _read(settings, topic, count)
+    assert [int(r.value) for r in got] == list(range(count))
+    assert all(r.headers == (("n", b"x"),) for r in got)

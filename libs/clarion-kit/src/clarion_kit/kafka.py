@@ -313,6 +313,11 @@ class _ClarionKafkaBroker(KafkaBroker):
         return config.builder
 
 
+COALESCE_MAX_RECORDS = 16
+"""Up to this many records for one partition, :func:`send_batches` appends them to the
+producer's open batch (``send``) instead of sending a batch of their own."""
+
+
 async def send_batches(producer: Any, records: Iterable[OutgoingRecord]) -> list[Awaitable[Any]]:
     """Hand ``records`` to an aiokafka producer as record batches; returns their futures.
 
@@ -320,9 +325,16 @@ async def send_batches(producer: Any, records: Iterable[OutgoingRecord]) -> list
     client's murmur2 of the key; a random available partition without a key), in
     order within each partition, so per-key order holds. The caller awaits every
     returned future (``asyncio.gather``) to know the broker acknowledged everything
-    (``acks`` as the producer was configured). One future per batch instead of one
-    ``send`` per record: FastStream's per-message publish (a span and metrics per
-    record) and aiokafka's per-record futures cost more than building the records.
+    (``acks`` as the producer was configured).
+
+    Many records for one partition make one batch of their own, with one future:
+    FastStream's per-message publish (a span and metrics per record) and aiokafka's
+    per-record futures cost more than building the records. A few records (at most
+    :data:`COALESCE_MAX_RECORDS`) join the producer's open batch of the partition
+    instead: aiokafka keeps one produce request in flight per broker and a batch of
+    its own waits until the partition's pending batch left, so concurrent callers
+    publishing one record each (ingest-api's ``POST /v1/events``) would otherwise cost
+    one broker round trip each, one after the other.
 
     Raises:
         aiokafka.errors.KafkaError: from the producer (metadata, or a record larger
@@ -338,6 +350,18 @@ async def send_batches(producer: Any, records: Iterable[OutgoingRecord]) -> list
         by_partition.setdefault((rec.topic, partition), []).append(rec)
     pending: list[Awaitable[Any]] = []
     for (topic, partition), items in by_partition.items():
+        if len(items) <= COALESCE_MAX_RECORDS:
+            for rec in items:
+                pending.append(
+                    await producer.send(
+                        topic,
+                        rec.value,
+                        key=rec.key,
+                        partition=partition,
+                        headers=list(rec.headers),
+                    )
+                )
+            continue
         batch = producer.create_batch()
         for rec in items:
             headers = list(rec.headers)
