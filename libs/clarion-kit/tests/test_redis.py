@@ -1,11 +1,21 @@
-"""The Redis client factory and reply decoding (no server needed)."""
+"""The Redis client factory, reply decoding, and pipelined Lua calls (on the devstack)."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
+from typing import Any
 
-from clarion_kit.redis import create_redis, decode_text
+import pytest
+import redis.exceptions
+
+from clarion_kit.redis import create_redis, decode_text, evalsha_many, ping
 from clarion_kit.settings import ServiceSettings
+
+# Adds ARGV[1] to KEYS[1]; a negative amount fails the call (after nothing was written).
+_ADD = """
+if tonumber(ARGV[1]) < 0 then return redis.error_reply('negative amount') end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
 
 
 @pytest.mark.parametrize(
@@ -33,3 +43,54 @@ async def test_create_redis_names_the_client_and_connects_lazily(
         assert kwargs["socket_timeout"] == 1.5
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def redis_client(devstack: Any, clean_env: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    client = create_redis(ServiceSettings(redis_url=devstack.redis_url))
+    await ping(client)
+    yield client
+    await client.aclose()
+
+
+async def _script_commands(client: Any) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_script", {}).get("calls", 0))
+
+
+@pytest.mark.integration
+async def test_evalsha_many_answers_in_order_in_one_round_trip(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    script = redis_client.register_script(_ADD)
+    key = f"{redis_prefix}sum"
+    await script(keys=[key], args=[0])  # loaded once, as a service's first call does
+    before = await _script_commands(redis_client)
+    replies = await evalsha_many(redis_client, script, [([key], [n]) for n in (1, 2, 3, 4)])
+    assert replies == [1, 3, 6, 10]
+    assert await _script_commands(redis_client) == before  # no SCRIPT EXISTS per batch
+    assert await evalsha_many(redis_client, script, []) == []
+
+
+@pytest.mark.integration
+async def test_evalsha_many_reloads_a_flushed_script_and_runs_each_call_once(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    script = redis_client.register_script(_ADD)
+    key = f"{redis_prefix}flushed"
+    await script(keys=[key], args=[0])
+    await redis_client.script_flush()
+    replies = await evalsha_many(redis_client, script, [([key], [5]), ([key], [7])])
+    assert replies == [5, 12]
+    assert int(await redis_client.get(key)) == 12
+
+
+@pytest.mark.integration
+async def test_evalsha_many_raises_the_failed_call_after_running_the_others(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    script = redis_client.register_script(_ADD)
+    key = f"{redis_prefix}partial"
+    with pytest.raises(redis.exceptions.ResponseError, match="negative amount"):
+        await evalsha_many(redis_client, script, [([key], [2]), ([key], [-1]), ([key], [3])])
+    assert int(await redis_client.get(key)) == 5

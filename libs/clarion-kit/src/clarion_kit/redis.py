@@ -1,10 +1,13 @@
-"""Redis client factory (redis-py asyncio, RESP over TCP)."""
+"""Redis client factory (redis-py asyncio, RESP over TCP) and pipelined Lua calls."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
     from clarion_kit.settings import ServiceSettings
@@ -52,3 +55,54 @@ async def ping(client: aioredis.Redis) -> None:
         redis.exceptions.RedisError: the server is unreachable or answered an error.
     """
     await client.ping()
+
+
+ScriptCall = tuple[Sequence[Any], Sequence[Any]]
+"""One call of a Lua script: ``(keys, args)``."""
+
+
+async def evalsha_many(
+    client: aioredis.Redis, script: AsyncScript, calls: Sequence[ScriptCall]
+) -> list[Any]:
+    """Run ``script`` once per ``(keys, args)`` of ``calls``, pipelined; replies in order.
+
+    A pipeline of redis-py ``Script`` calls first asks ``SCRIPT EXISTS`` on every
+    ``execute``, a second round trip per batch. Here each call is a plain
+    ``EVALSHA`` (Redis ``EVALSHA`` command); only when Redis answers ``NOSCRIPT``
+    (its script cache was flushed or the server restarted) is the script loaded and
+    the refused calls sent again, in their order. Commands of a non-transactional
+    pipeline are independent, so calls Redis refused were not run and calls it ran
+    are not repeated.
+
+    Args:
+        client: the Redis client.
+        script: from ``client.register_script(lua)``.
+        calls: the keys and arguments of each call.
+
+    Raises:
+        redis.RedisError: Redis unreachable, or a call failed (the first failure; the
+            other calls of the pipeline were run).
+    """
+    if not calls:
+        return []
+    replies = await _evalsha_pipeline(client, script.sha, calls)
+    refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if refused:
+        script.sha = await client.script_load(script.script)
+        again = await _evalsha_pipeline(client, script.sha, [calls[i] for i in refused])
+        for i, reply in zip(refused, again, strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+async def _evalsha_pipeline(
+    client: aioredis.Redis, sha: str, calls: Sequence[ScriptCall]
+) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    return replies

@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 
 from clarion_aggregator.domain.grouping import MAX_EVENT_IDS, Outcome
 from clarion_contracts.v1 import Preferences, PresenceEvent, PresenceStatus, UserProfile
+from clarion_kit.redis import evalsha_many
 
 AGGREGATE_LUA = """
 -- ARGV[1] key prefix; ARGV[2] JSON array of inputs, applied in order, each
@@ -400,15 +401,11 @@ class RedisStateStore:
                 ]
             )
 
-        if len(items) <= chunk:
-            # One call: EVALSHA straight away (a pipeline first asks SCRIPT EXISTS,
-            # a second round trip).
-            replies = [await self._aggregate(args=[self.prefix, payload(0)])]
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for start in range(0, len(items), chunk):
-                    await self._aggregate(args=[self.prefix, payload(start)], client=pipe)
-                replies = await pipe.execute()
+        replies = await evalsha_many(
+            self.redis,
+            self._aggregate,
+            [((), (self.prefix, payload(start))) for start in range(0, len(items), chunk)],
+        )
         results = [r for reply in replies for r in orjson.loads(reply)]
         return [
             GroupSnapshot.from_reply(r, it.context) for r, it in zip(results, items, strict=True)
@@ -426,15 +423,14 @@ class RedisStateStore:
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}
-        if len(users) <= chunk:
-            replies = [await self._contexts(args=[self.prefix, *users])]
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for start in range(0, len(users), chunk):
-                    await self._contexts(
-                        args=[self.prefix, *users[start : start + chunk]], client=pipe
-                    )
-                replies = await pipe.execute()
+        replies = await evalsha_many(
+            self.redis,
+            self._contexts,
+            [
+                ((), (self.prefix, *users[start : start + chunk]))
+                for start in range(0, len(users), chunk)
+            ],
+        )
         rows = [row for reply in replies for row in orjson.loads(reply)]
         out: dict[str, UserContext] = {}
         for uid, (raw_prefs, locale, tz, sessions) in zip(users, rows, strict=True):
@@ -467,21 +463,24 @@ class RedisStateStore:
         """
         if not profiles:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for profile in profiles:
-                await self._profile(
-                    keys=[self.key("prof", profile.user_id), self.key("users")],
-                    args=[
+        await evalsha_many(
+            self.redis,
+            self._profile,
+            [
+                (
+                    (self.key("prof", profile.user_id), self.key("users")),
+                    (
                         self.prefix,
                         profile.user_id,
                         profile.name,
                         profile.locale,
                         profile.timezone,
                         json.dumps(sorted(set(profile.segments))),
-                    ],
-                    client=pipe,
+                    ),
                 )
-            await pipe.execute()
+                for profile in profiles
+            ],
+        )
 
     async def put_presence(self, event: PresenceEvent) -> None:
         """Record how many sessions the reporting gateway instance has for the user."""

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from clarion_gateway.domain.entries import StreamEntry
 from clarion_gateway.protocol import FrameTemplate, WireMessage, decode_wire
+from clarion_kit.redis import evalsha_many
 
 _NEW_EPOCH = """
 local function new_epoch(epoch)
@@ -222,11 +223,8 @@ class HistoryStore:
         """Append entries in order in one pipeline round trip (each one atomic)."""
         if not entries:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                keys, args = self._append_args(entry)
-                await self._append(keys=keys, args=args, client=pipe)
-            raw = await pipe.execute()
+        calls = [self._append_args(entry) for entry in entries]
+        raw = await evalsha_many(self.redis, self._append, calls)
         return [AppendResult(int(r[0]), _text(r[1]), int(r[2])) for r in raw]
 
     async def state(self, user_id: str) -> StreamState:
