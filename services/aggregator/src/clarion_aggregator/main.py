@@ -6,11 +6,14 @@ import asyncio
 import logging
 
 from clarion_aggregator.app import create_app
+from clarion_kit.process import freeze_startup_heap_hook
 
 
 def main() -> None:
     """Run the aggregator with settings from the environment (``CLARION_AGGREGATOR_*``)."""
-    asyncio.run(create_app().run(log_level=logging.INFO))
+    app = create_app()
+    app.after_startup(freeze_startup_heap_hook)
+    asyncio.run(app.run(log_level=logging.INFO))
 
 
 if __name__ == "__main__":

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from clarion_analytics.app import create_app
 from clarion_analytics.settings import AnalyticsSettings
+from clarion_kit.process import run_uvicorn
 
 
 def main() -> None:
     """Run analytics on ``http_host:http_port`` until SIGINT/SIGTERM (graceful shutdown)."""
     settings = AnalyticsSettings()
-    uvicorn.run(
+    run_uvicorn(
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,

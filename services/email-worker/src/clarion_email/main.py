@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from clarion_email.app import create_app
+from clarion_kit.process import freeze_startup_heap_hook
 
 
 def main() -> None:
     """Run the email-worker application (FastStream handles the signals)."""
-    asyncio.run(create_app().run())
+    app = create_app()
+    app.after_startup(freeze_startup_heap_hook)
+    asyncio.run(app.run())
 
 
 if __name__ == "__main__":

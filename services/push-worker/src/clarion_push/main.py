@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+from clarion_kit.process import freeze_startup_heap_hook
 from clarion_push.app import create_app
 
 
 def main() -> None:
     """Run the push-worker application (FastStream handles the signals)."""
-    asyncio.run(create_app().run())
+    app = create_app()
+    app.after_startup(freeze_startup_heap_hook)
+    asyncio.run(app.run())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 from clarion_gateway.app import create_app
 from clarion_gateway.settings import GatewaySettings
 from clarion_kit.logging import configure_logging
+from clarion_kit.process import freeze_startup_heap
 from clarion_kit.tracing import configure_tracing
 
 
@@ -19,6 +20,7 @@ async def serve(settings: GatewaySettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with gateway.lifespan():
+        freeze_startup_heap()
         await stop.wait()
 
 
@@ -26,7 +28,6 @@ def main() -> None:
     """Console entry point (settings from ``CLARION_GATEWAY_*`` / ``CLARION_*``)."""
     settings = GatewaySettings()
     configure_logging(settings)
-    configure_tracing(settings)
     configure_tracing(settings)
     if settings.event_loop == "uvloop":
         import uvloop
