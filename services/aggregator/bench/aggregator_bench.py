@@ -47,6 +47,7 @@ from clarion_aggregator.app import build_service
 from clarion_aggregator.settings import AggregatorSettings
 from clarion_contracts.registry import DOMAIN_EVENTS
 from clarion_contracts.v1 import DomainEvent, UserProfile
+from clarion_kit.process import freeze_startup_heap
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -141,6 +142,7 @@ async def throughput_round(
         return result
 
     pipeline.process = timed  # type: ignore[method-assign]
+    freeze_startup_heap()  # as clarion-aggregator does once started
     async with service.app:
         await asyncio.wait_for(finished.wait(), timeout=max(120.0, events / 200))
     await service.redis.aclose()
@@ -152,6 +154,7 @@ async def fanout_round(kafka: str, redis: str, users: int) -> float:
     """Seconds to fan one announcement out to ``users`` known users."""
     settings = settings_for(kafka, redis)
     service = build_service(settings, serve_http=False, start_flusher=False)
+    freeze_startup_heap()  # as clarion-aggregator does once started
     async with service.app:
         profiles = [
             UserProfile(user_id=f"member{i}", name=f"Member {i}", updated_at=T0)
