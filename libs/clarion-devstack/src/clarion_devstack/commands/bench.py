@@ -5,8 +5,8 @@ accepted to the frame at a connected WebSocket client at 100 and 1,000 events/s;
 the highest rate sustained with p99 under 1 s and nothing lost; notifications/s
 through fan-out to many recipients; notifications lost or duplicated; and peak
 RSS per service. Writes ``docs/benchmarks.json`` and the table in
-``docs/benchmarks.md``. Each phase (100/s, 1,000/s, the ramp, fan-out) runs freshly
-started services on topics of their own (see :func:`_phase`).
+``docs/benchmarks.md``. Each fixed-rate run, the ramp and the fan-out run on freshly
+started services and topics of their own (see :func:`_phase`).
 """
 
 from __future__ import annotations
@@ -145,11 +145,12 @@ async def _bench(console: Console, runs: int, users: int, duration: float) -> di
     try:
         fixed: dict[str, Any] = {}
         for rate in (100, 1000):
-            async with _phase(info, data_dir, users, peak_rss) as ph:
-                warm = shaped_events(templates, ph.users, 500, seed=1)
-                await run_at_rate(ph.client, ph.observer, warm, 250)
-                samples: list[RateResult] = []
-                for run in range(runs):
+            samples: list[RateResult] = []
+            for run in range(runs):
+                # Each run on fresh services and topics, so the runs are alike (see _phase).
+                async with _phase(info, data_dir, users, peak_rss) as ph:
+                    warm = shaped_events(templates, ph.users, 500, seed=1)
+                    await run_at_rate(ph.client, ph.observer, warm, 250)
                     events = shaped_events(templates, ph.users, int(rate * duration), seed=run + 2)
                     samples.append(await run_at_rate(ph.client, ph.observer, events, rate))
                     console.print(f"{rate}/s run {run + 1}: {samples[-1]}")
@@ -236,10 +237,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "`make bench` runs the embedded stack and all six services on one machine, connects",
         "WebSocket clients and drives `POST /v1/events:batch` with events shaped like the real",
         "GH Archive hour. Latency: from ingest-api accepting an event to its frame at the client.",
-        "Medians of several runs; nothing here is asserted by tests. Each phase (100/s,",
-        "1,000/s, the ramp, fan-out) starts the services afresh on empty topics: the embedded",
-        "broker (Tansu, memory engine) lists every batch stored in a partition on each fetch,",
-        "so its cost grows with everything produced before, which Apache Kafka's does not.",
+        "Medians of several runs; nothing here is asserted by tests. Each fixed-rate run, the",
+        "ramp and the fan-out start the services afresh on empty topics: the embedded broker",
+        "(Tansu, memory engine) lists every batch stored in a partition on each fetch, so its",
+        "cost grows with everything produced before, which Apache Kafka's does not.",
         "",
         f"Machine: {m['cpu']} ({m['cores']} cores), Python {m['python']}, {m['system']}.",
         f"Run: {result['started']}.",
