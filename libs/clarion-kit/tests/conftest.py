@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from clarion_kit.redis import create_redis, ping
 from clarion_kit.settings import ServiceSettings
 from clarion_kit.tracing import configure_tracing
 
@@ -37,3 +39,12 @@ def spans() -> Iterator[InMemorySpanExporter]:
     _SPANS.clear()
     yield _SPANS
     _SPANS.clear()
+
+
+@pytest.fixture
+async def redis(devstack: Any, clean_env: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """A client of the devstack's Redis, connected (tests isolate keys by ``redis_prefix``)."""
+    client = create_redis(ServiceSettings(redis_url=devstack.redis_url))
+    await ping(client)
+    yield client
+    await client.aclose()

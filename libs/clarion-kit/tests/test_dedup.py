@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from clarion_kit.dedup import Deduplicator
-from clarion_kit.redis import create_redis, ping
-from clarion_kit.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def redis(devstack: Any, clean_env: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    client = create_redis(ServiceSettings(redis_url=devstack.redis_url))
-    await ping(client)
-    yield client
-    await client.aclose()
 
 
 async def test_first_seen_and_forget(redis: Any, redis_prefix: str) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.exceptions
+from redis import exceptions as redis_errors
 
-from clarion_kit.redis import create_redis, decode_text, evalsha_many, ping
+from clarion_kit.redis import create_redis, decode_text, evalsha_many
 from clarion_kit.settings import ServiceSettings
 
 # Adds ARGV[1] to KEYS[1]; a negative amount fails the call (after nothing was written).
@@ -45,52 +44,49 @@ async def test_create_redis_names_the_client_and_connects_lazily(
         await client.aclose()
 
 
-@pytest.fixture
-async def redis_client(devstack: Any, clean_env: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    client = create_redis(ServiceSettings(redis_url=devstack.redis_url))
-    await ping(client)
-    yield client
-    await client.aclose()
-
-
 async def _script_commands(client: Any) -> int:
     stats = await client.info("commandstats")
     return int(stats.get("cmdstat_script", {}).get("calls", 0))
 
 
+@pytest.fixture
+async def adder(redis: Any, redis_prefix: str) -> tuple[Any, str]:
+    """The ``_ADD`` script, loaded by a first call as a service's first call does, and its key."""
+    script = redis.register_script(_ADD)
+    key = f"{redis_prefix}sum"
+    await script(keys=[key], args=[0])
+    return script, key
+
+
 @pytest.mark.integration
 async def test_evalsha_many_answers_in_order_in_one_round_trip(
-    redis_client: Any, redis_prefix: str
+    redis: Any, adder: tuple[Any, str]
 ) -> None:
-    script = redis_client.register_script(_ADD)
-    key = f"{redis_prefix}sum"
-    await script(keys=[key], args=[0])  # loaded once, as a service's first call does
-    before = await _script_commands(redis_client)
-    replies = await evalsha_many(redis_client, script, [([key], [n]) for n in (1, 2, 3, 4)])
+    script, key = adder
+    before = await _script_commands(redis)
+    replies = await evalsha_many(redis, script, [([key], [n]) for n in (1, 2, 3, 4)])
     assert replies == [1, 3, 6, 10]
-    assert await _script_commands(redis_client) == before  # no SCRIPT EXISTS per batch
-    assert await evalsha_many(redis_client, script, []) == []
+    assert await _script_commands(redis) == before  # no SCRIPT EXISTS per batch
+    assert await evalsha_many(redis, script, []) == []
 
 
 @pytest.mark.integration
 async def test_evalsha_many_reloads_a_flushed_script_and_runs_each_call_once(
-    redis_client: Any, redis_prefix: str
+    redis: Any, adder: tuple[Any, str]
 ) -> None:
-    script = redis_client.register_script(_ADD)
-    key = f"{redis_prefix}flushed"
-    await script(keys=[key], args=[0])
-    await redis_client.script_flush()
-    replies = await evalsha_many(redis_client, script, [([key], [5]), ([key], [7])])
+    script, key = adder
+    await redis.script_flush()
+    replies = await evalsha_many(redis, script, [([key], [5]), ([key], [7])])
     assert replies == [5, 12]
-    assert int(await redis_client.get(key)) == 12
+    assert int(await redis.get(key)) == 12
 
 
 @pytest.mark.integration
 async def test_evalsha_many_raises_the_failed_call_after_running_the_others(
-    redis_client: Any, redis_prefix: str
+    redis: Any, redis_prefix: str
 ) -> None:
-    script = redis_client.register_script(_ADD)
+    script = redis.register_script(_ADD)
     key = f"{redis_prefix}partial"
-    with pytest.raises(redis.exceptions.ResponseError, match="negative amount"):
-        await evalsha_many(redis_client, script, [([key], [2]), ([key], [-1]), ([key], [3])])
-    assert int(await redis_client.get(key)) == 5
+    with pytest.raises(redis_errors.ResponseError, match="negative amount"):
+        await evalsha_many(redis, script, [([key], [2]), ([key], [-1]), ([key], [3])])
+    assert int(await redis.get(key)) == 5

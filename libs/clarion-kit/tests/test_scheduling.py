@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from clarion_kit.redis import create_redis
 from clarion_kit.scheduling import JobSchedule, RequestJob, SchedulePoller
-from clarion_kit.settings import ServiceSettings
 
 
 @dataclass(frozen=True)
@@ -44,13 +41,6 @@ def test_job_from_json_without_a_required_field_fails() -> None:
 
 
 # --- JobSchedule (integration) --------------------------------------------------------
-
-
-@pytest.fixture
-async def redis(devstack: Any, clean_env: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    client = create_redis(ServiceSettings(redis_url=devstack.redis_url))
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
