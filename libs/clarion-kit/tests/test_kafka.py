@@ -7,6 +7,7 @@ with ``topic_prefix``. Waits are bounded by timeouts and never asserted on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -291,7 +292,9 @@ async def test_raw_records_decoder_hands_over_the_consumer_records() -> None:
     assert await raw_records(SimpleNamespace(raw_message=two)) == [two]
 
 
-async def _member(settings: ServiceSettings, topic: str, interval_ms: int) -> Any:
+@contextlib.asynccontextmanager
+async def _member(settings: ServiceSettings, topic: str, interval_ms: int) -> AsyncIterator[Any]:
+    """A started group member committing per ``interval_ms``, stopped (gracefully) on exit."""
     consumer = IntervalCommitConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -304,7 +307,10 @@ async def _member(settings: ServiceSettings, topic: str, interval_ms: int) -> An
         commit_interval_ms=interval_ms,
     )
     await consumer.start()
-    return consumer
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
 
 
 async def _take(consumer: Any, count: int) -> None:
@@ -350,8 +356,7 @@ async def four_records(settings: ServiceSettings, producer: AIOKafkaProducer) ->
 async def test_interval_commit_defers_a_second_commit_to_the_timer(
     settings: ServiceSettings, four_records: str
 ) -> None:
-    consumer = await _member(settings, four_records, interval_ms=2000)
-    try:
+    async with _member(settings, four_records, interval_ms=2000) as consumer:
         await _take(consumer, 2)
         await consumer.commit()  # the first one goes out at once
         assert await _committed(settings, four_records) == 2
@@ -363,26 +368,21 @@ async def test_interval_commit_defers_a_second_commit_to_the_timer(
             return await _committed(settings, four_records) == 4
 
         await eventually(committed_all, timeout=10, interval=0.1, what="timer commit")
-    finally:
-        await consumer.stop()
 
 
 async def test_interval_commit_flushes_on_stop(
     settings: ServiceSettings, four_records: str
 ) -> None:
-    consumer = await _member(settings, four_records, interval_ms=60_000)
-    try:
+    async with _member(settings, four_records, interval_ms=60_000) as consumer:
         await _process_twice(consumer)
-    finally:
-        await consumer.stop()  # graceful shutdown commits what was finished
+    # Leaving stopped the consumer: graceful shutdown commits what was finished.
     assert await _committed(settings, four_records) == 4
 
 
 async def test_interval_commit_drops_positions_from_before_a_rebalance(
     settings: ServiceSettings, four_records: str
 ) -> None:
-    consumer = await _member(settings, four_records, interval_ms=60_000)
-    try:
+    async with _member(settings, four_records, interval_ms=60_000) as consumer:
         await _process_twice(consumer)  # the second commit is pending
         consumer.unsubscribe()
         consumer.subscribe([four_records])  # a rebalance: a new assignment
@@ -392,8 +392,6 @@ async def test_interval_commit_drops_positions_from_before_a_rebalance(
             return bool(consumer.assignment())
 
         await eventually(reassigned, timeout=WAIT, interval=0.05, what="new assignment")
-    finally:
-        await consumer.stop()
     # The new owner resumes from the last commit; the stale position is never committed.
     assert await _committed(settings, four_records) == 2
 
@@ -401,14 +399,11 @@ async def test_interval_commit_drops_positions_from_before_a_rebalance(
 async def test_interval_zero_commits_every_time(
     settings: ServiceSettings, four_records: str
 ) -> None:
-    consumer = await _member(settings, four_records, interval_ms=0)
-    try:
+    async with _member(settings, four_records, interval_ms=0) as consumer:
         for done in (2, 4):
             await _take(consumer, 2)
             await consumer.commit()
             assert await _committed(settings, four_records) == done
-    finally:
-        await consumer.stop()
 
 
 def _count_produce_requests(producer: AIOKafkaProducer) -> list[int]:

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import random
@@ -37,6 +39,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,17 @@ async def produce(kafka: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
+@contextlib.contextmanager
+def _frozen_startup_heap() -> Iterator[None]:
+    """The heap frozen as ``clarion-aggregator`` freezes it once started, for one round
+    (unfrozen after it, so one round's objects do not stay frozen in the next)."""
+    freeze_startup_heap()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 async def throughput_round(
     kafka: str, redis: str, events: int, recipients: int, seed: int
 ) -> tuple[float, float]:
@@ -142,9 +156,9 @@ async def throughput_round(
         return result
 
     pipeline.process = timed  # type: ignore[method-assign]
-    freeze_startup_heap()  # as clarion-aggregator does once started
-    async with service.app:
-        await asyncio.wait_for(finished.wait(), timeout=max(120.0, events / 200))
+    with _frozen_startup_heap():
+        async with service.app:
+            await asyncio.wait_for(finished.wait(), timeout=max(120.0, events / 200))
     await service.redis.aclose()
     assert first_start is not None
     return events / (last_end - first_start), (cpu_end - cpu_start) / events * 1e6
@@ -154,28 +168,28 @@ async def fanout_round(kafka: str, redis: str, users: int) -> float:
     """Seconds to fan one announcement out to ``users`` known users."""
     settings = settings_for(kafka, redis)
     service = build_service(settings, serve_http=False, start_flusher=False)
-    freeze_startup_heap()  # as clarion-aggregator does once started
-    async with service.app:
-        profiles = [
-            UserProfile(user_id=f"member{i}", name=f"Member {i}", updated_at=T0)
-            for i in range(users)
-        ]
-        for i in range(0, users, 5000):
-            await service.store.put_profiles(profiles[i : i + 5000])
-        announcement = DomainEvent.model_validate(
-            {
-                "event_id": str(uuid.uuid4()),
-                "type": "clarion.announcement",
-                "occurred_at": T0.isoformat(),
-                "actor": {"id": "admin", "name": "Clarion"},
-                "audience": {"all": True},
-                "object": {"type": "announcement", "id": "a1", "title": "Maintenance tonight"},
-                "data": {"body": "From 22:00 UTC"},
-            }
-        )
-        started = time.perf_counter()
-        result = await service.pipeline.process([announcement])
-        elapsed = time.perf_counter() - started
+    with _frozen_startup_heap():
+        async with service.app:
+            profiles = [
+                UserProfile(user_id=f"member{i}", name=f"Member {i}", updated_at=T0)
+                for i in range(users)
+            ]
+            for i in range(0, users, 5000):
+                await service.store.put_profiles(profiles[i : i + 5000])
+            announcement = DomainEvent.model_validate(
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "type": "clarion.announcement",
+                    "occurred_at": T0.isoformat(),
+                    "actor": {"id": "admin", "name": "Clarion"},
+                    "audience": {"all": True},
+                    "object": {"type": "announcement", "id": "a1", "title": "Maintenance tonight"},
+                    "data": {"body": "From 22:00 UTC"},
+                }
+            )
+            started = time.perf_counter()
+            result = await service.pipeline.process([announcement])
+            elapsed = time.perf_counter() - started
     if result.notifications != users:
         raise RuntimeError(f"fan-out made {result.notifications} notifications, not {users}")
     return elapsed

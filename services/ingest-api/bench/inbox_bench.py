@@ -134,6 +134,17 @@ async def wait_ready(proc: Proc, url: str, timeout: float = 180.0) -> None:
     raise RuntimeError(f"{proc.name} not ready after {timeout}s:\n{proc.tail()}")
 
 
+async def start_service(
+    name: str, script: str, port: str, env: dict[str, str], log_dir: Path, procs: list[Proc]
+) -> Proc:
+    """Start the console script ``script`` as ``name``, add it to ``procs`` (the caller
+    stops them) and wait until ``/readyz`` answers on ``CLARION_<port>_HTTP_PORT``."""
+    proc = Proc(name, [str(VENV_BIN / script)], env, log_dir)
+    procs.append(proc)
+    await wait_ready(proc, f"http://127.0.0.1:{env[f'CLARION_{port}_HTTP_PORT']}/readyz")
+    return proc
+
+
 def notification(nid: str, user: str, now: datetime) -> Notification:
     return Notification(
         notification_id=nid,
@@ -443,18 +454,8 @@ async def fresh_latency_round(
     base_url = f"http://127.0.0.1:{env['CLARION_INGEST_HTTP_PORT']}"
     procs: list[Proc] = []
     try:
-        ingest = Proc(
-            f"ingest-api-{run}", [str(VENV_BIN / "clarion-ingest-api")], round_env, log_dir
-        )
-        procs.append(ingest)
-        await wait_ready(ingest, f"{base_url}/readyz")
-        aggregator = Proc(
-            f"aggregator-{run}", [str(VENV_BIN / "clarion-aggregator")], round_env, log_dir
-        )
-        procs.append(aggregator)
-        await wait_ready(
-            aggregator, f"http://127.0.0.1:{env['CLARION_AGGREGATOR_HTTP_PORT']}/readyz"
-        )
+        for name, port in (("ingest-api", "INGEST"), ("aggregator", "AGGREGATOR")):
+            await start_service(f"{name}-{run}", f"clarion-{name}", port, round_env, log_dir, procs)
         topic = round_env["CLARION_TOPIC_PREFIX"] + NOTIFICATIONS.name
         await latency_round(
             pg_url, base_url, api_key, f"{run}-warm", 20, 5, bootstrap, topic, procs
@@ -482,9 +483,9 @@ async def run_bench(args: argparse.Namespace, env: dict[str, str], log_dir: Path
     base_url = f"http://127.0.0.1:{ingest_port}"
     procs: list[Proc] = []
     try:
-        ingest = Proc("ingest-api", [str(VENV_BIN / "clarion-ingest-api")], env, log_dir)
-        procs.append(ingest)
-        await wait_ready(ingest, f"{base_url}/readyz")
+        ingest = await start_service(
+            "ingest-api", "clarion-ingest-api", "INGEST", env, log_dir, procs
+        )
         print("ingest-api ready", flush=True)
         db = await asyncpg.connect(pg_url)
         key = dev_api_key(settings)

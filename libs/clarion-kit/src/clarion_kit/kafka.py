@@ -351,16 +351,7 @@ async def send_batches(producer: Any, records: Iterable[OutgoingRecord]) -> list
     pending: list[Awaitable[Any]] = []
     for (topic, partition), items in by_partition.items():
         if len(items) <= COALESCE_MAX_RECORDS:
-            for rec in items:
-                pending.append(
-                    await producer.send(
-                        topic,
-                        rec.value,
-                        key=rec.key,
-                        partition=partition,
-                        headers=list(rec.headers),
-                    )
-                )
+            pending.extend([await _send_one(producer, partition, rec) for rec in items])
             continue
         batch = producer.create_batch()
         for rec in items:
@@ -374,14 +365,18 @@ async def send_batches(producer: Any, records: Iterable[OutgoingRecord]) -> list
                 )
                 if appended is None:
                     # Larger than a whole batch: send() raises the broker's size error.
-                    pending.append(
-                        await producer.send(
-                            topic, rec.value, key=rec.key, partition=partition, headers=headers
-                        )
-                    )
+                    pending.append(await _send_one(producer, partition, rec))
         if batch.record_count():
             pending.append(await producer.send_batch(batch, topic, partition=partition))
     return pending
+
+
+async def _send_one(producer: Any, partition: int, rec: OutgoingRecord) -> Awaitable[Any]:
+    """Append one record to the producer's open batch of ``partition``; its future."""
+    future: Awaitable[Any] = await producer.send(
+        rec.topic, rec.value, key=rec.key, partition=partition, headers=list(rec.headers)
+    )
+    return future
 
 
 async def raw_records(message: Any) -> list[Any]:

@@ -79,7 +79,6 @@ class _Phase:
     """The services of one benchmark phase, on topics of their own, and their clients."""
 
     config: LaunchConfig
-    supervisor: Supervisor
     client: ReplayClient
     observer: LatencyObserver
     users: list[str]
@@ -123,7 +122,7 @@ async def _phase(
                 f"http://127.0.0.1:{config.ports.ingest}", default_api_key()
             ) as client:
                 await client.ensure_profiles(watched)
-                yield _Phase(config, supervisor, client, observer, watched)
+                yield _Phase(config, client, observer, watched)
         finally:
             await observer.stop()
         for name in supervisor.names:
