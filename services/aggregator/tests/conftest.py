@@ -96,7 +96,7 @@ async def producer(devstack: Any) -> AsyncIterator[AIOKafkaProducer]:
 class TopicReader:
     """Reads every record of one topic from the beginning (no consumer group)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, fetch_max_wait_ms: int = 10) -> None:
         self.topic = topic
         self.records: list[bytes] = []
         self._consumer = AIOKafkaConsumer(
@@ -104,7 +104,7 @@ class TopicReader:
             bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
-            fetch_max_wait_ms=10,
+            fetch_max_wait_ms=fetch_max_wait_ms,
             group_id=None,
         )
 
@@ -150,8 +150,8 @@ async def reader(devstack: Any) -> AsyncIterator[Callable[[str], Any]]:
     """Factory of started :class:`TopicReader` objects, stopped after the test."""
     readers: list[TopicReader] = []
 
-    async def open_reader(topic: str) -> TopicReader:
-        r = TopicReader(devstack.kafka_bootstrap_servers, topic)
+    async def open_reader(topic: str, fetch_max_wait_ms: int = 10) -> TopicReader:
+        r = TopicReader(devstack.kafka_bootstrap_servers, topic, fetch_max_wait_ms)
         await r.start()
         readers.append(r)
         return r
