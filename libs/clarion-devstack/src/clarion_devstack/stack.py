@@ -658,11 +658,13 @@ def _spawn_postgres(
         "unix_socket_directories=",
         "-c",
         "max_connections=200",
-        # Durability is pointless for a cluster recreated at every start; speed is not.
+        # The cluster is recreated at every start, so surviving a machine crash is
+        # pointless (no fsync). Surviving a crash of PostgreSQL itself is not:
+        # synchronous_commit stays on, so a commit returns only once its WAL reached
+        # the kernel, and a server killed with SIGKILL and restarted still has every
+        # transaction it acknowledged (consumers commit their offsets after it).
         "-c",
         "fsync=off",
-        "-c",
-        "synchronous_commit=off",
         "-c",
         "full_page_writes=off",
     ]
@@ -751,6 +753,7 @@ class Stack:
         self._info: StackInfo | None = None
         self._lock_fd: int | None = None
         self._pgdata: Path | None = None
+        self._servers: dict[str, _Server] = {}
 
     @property
     def info(self) -> StackInfo:
@@ -805,6 +808,7 @@ class Stack:
         atexit.register(self.stop)
         try:
             servers = self._plan()
+            self._servers = servers
             self._launch(servers, time.monotonic() + config.startup_timeout)
         except BaseException:
             self.stop()
@@ -831,11 +835,59 @@ class Stack:
         for process in processes:
             process.wait_stopped(self.config.stop_timeout)
         self.processes.clear()
+        self._servers = {}
         if self._pgdata is not None:
             shutil.rmtree(self._pgdata, ignore_errors=True)
             self._pgdata = None
         self._info = None
         self._release_lock()
+
+    # -- fault injection ---------------------------------------------------------
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to the whole process group of server ``name`` (PostgreSQL's
+        backends included): ``SIGSTOP``/``SIGCONT`` pause and resume it, ``SIGKILL``
+        crashes it.
+
+        Raises:
+            StackError: ``name`` is not a server this stack started.
+        """
+        process = self.processes.get(name)
+        if process is None:
+            raise StackError(f"{name} is not a server this stack started")
+        os.killpg(process.popen.pid, sig)
+
+    def restart(self, name: str, *, kill: bool = True, timeout: float | None = None) -> float:
+        """Crash server ``name`` (``SIGKILL`` to its process group) and start it again
+        on the same port; return the seconds until it answered again.
+
+        What survives is what survives a real crash of that server: PostgreSQL keeps
+        its cluster (crash recovery replays its WAL); Redis (no persistence) and the
+        memory-only Kafka broker come back empty. With ``kill=False`` the server is
+        stopped cleanly instead.
+
+        Raises:
+            StackError: ``name`` is not a server this stack started, or it did not
+                answer within ``timeout`` seconds (default ``config.startup_timeout``).
+        """
+        server = self._servers.get(name)
+        process = self.processes.get(name)
+        if server is None or server.spawn is None or process is None:
+            raise StackError(f"{name} is not a server this stack started")
+        began = time.monotonic()
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.wait_stopped(self.config.stop_timeout)
+        else:
+            process.stop(self.config.stop_timeout)
+        server.process = server.spawn(process.port)
+        self.processes[name] = server.process
+        deadline = time.monotonic() + (timeout or self.config.startup_timeout)
+        error = run_coroutine(functools.partial(_wait_all, [server], deadline))[0]
+        if error is not None:
+            raise StackError(f"{name} did not come back: {error}")
+        return time.monotonic() - began
 
     # -- internals ---------------------------------------------------------------
 
