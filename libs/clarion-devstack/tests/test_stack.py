@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -419,5 +420,9 @@ def test_a_crashed_server_restarts_on_its_port_keeping_what_a_real_one_keeps(
         assert run_coroutine(redis_keys) == 0
         with pytest.raises(StackError):
             stack.restart("nonexistent")
+        # Nothing restarts a server that died on its own; watch() says which one.
+        stack.signal("kafka", signal.SIGKILL)
+        died = run_coroutine(lambda: asyncio.wait_for(stack.watch(0.05), 10))
+        assert died.startswith("kafka exited")
     finally:
         stack.stop()

@@ -842,6 +842,20 @@ class Stack:
         self._info = None
         self._release_lock()
 
+    async def watch(self, interval: float = 0.5) -> str:
+        """Wait until a server this stack started exits; return which and why.
+
+        Nothing restarts it: a memory-only broker or Redis that comes back empty
+        would look healthy while everything in flight was lost, so a caller such as
+        ``clarion run`` stops and says so instead.
+        """
+        while True:
+            for name, process in list(self.processes.items()):
+                reason = process.exit_reason()
+                if reason is not None:
+                    return f"{name} exited: {reason}"
+            await asyncio.sleep(interval)
+
     # -- fault injection ---------------------------------------------------------
 
     def signal(self, name: str, sig: int) -> None:

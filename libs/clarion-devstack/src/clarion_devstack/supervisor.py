@@ -95,6 +95,10 @@ class Supervisor:
         child = self._children[name]
         return child.process.pid if child.process and child.process.returncode is None else None
 
+    def ready_url(self, name: str) -> str | None:
+        """The readiness URL of ``name`` (None for a service without one)."""
+        return self._children[name].spec.ready_url
+
     async def start(self, spec: ServiceSpec) -> None:
         """Start ``spec`` and keep it running."""
         colour = COLOURS[len(self._children) % len(COLOURS)]

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -121,6 +122,26 @@ async def _replay(
         )
 
 
+def _report_failure(
+    console: Console,
+    supervisor: Supervisor,
+    server_died: asyncio.Task[str],
+    done: set[asyncio.Future[Any]],
+) -> int:
+    """Print why the run must stop (a service gave up, a stack server died); 1 if so."""
+    code = 0
+    if supervisor.failure.done():
+        console.print(f"[red]{supervisor.failure.result()}[/]")
+        code = 1
+    if server_died in done:
+        console.print(
+            f"[bold red]{server_died.result()}[/]\n[red]the embedded stack is not "
+            "restarted: whatever it held is gone. Stopping.[/]"
+        )
+        code = 1
+    return code
+
+
 async def _main(
     console: Console,
     replay_spec: str,
@@ -150,26 +171,32 @@ async def _main(
         for label, url in urls(ports).items():
             table.add_row(label, url)
         console.print(table)
+        # A stack server that dies is never restarted behind the services' backs: the
+        # memory-only broker would come back empty and the run would go on as if
+        # nothing was lost. The run stops and says which server died.
+        server_died = asyncio.create_task(stack.watch())
+        failed = asyncio.ensure_future(supervisor.failure)
         if replay_spec != "none":
             source = resolve_source(replay_spec)
             work = asyncio.create_task(_replay(console, source, ports, info, speed))
             waiter = asyncio.create_task(stop.wait())
-            failed = asyncio.ensure_future(supervisor.failure)
-            pending: set[asyncio.Future[object]] = {work, waiter, failed}  # type: ignore[arg-type]
+            pending: set[asyncio.Future[Any]] = {work, waiter, failed, server_died}
             done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if failed in done:
-                console.print(f"[red]{supervisor.failure.result()}[/]")
-                code = 1
+            code = _report_failure(console, supervisor, server_died, done)
             if work in done:
                 work.result()
             else:
                 work.cancel()
             waiter.cancel()
             if exit_after_replay or code:
+                server_died.cancel()
                 return code
         console.print("press Ctrl-C to stop")
-        await stop.wait()
-        return code
+        idle: set[asyncio.Future[Any]] = {asyncio.create_task(stop.wait()), failed, server_died}
+        done, _ = await asyncio.wait(idle, return_when=asyncio.FIRST_COMPLETED)
+        for task in idle - {failed}:
+            task.cancel()
+        return _report_failure(console, supervisor, server_died, done)
     finally:
         console.print("stopping services ...")
         await supervisor.stop()
