@@ -67,6 +67,7 @@ BENCH_DIR ?= .clarion/bench/services
 bench: $(STAMP) ## Benchmarks on the embedded stack (each service, then all of it); writes docs/benchmarks.md
 	$(BIN)/python services/aggregator/bench/aggregator_bench.py --json $(BENCH_DIR)/aggregator.json
 	$(BIN)/python services/ingest-api/bench/inbox_bench.py --json $(BENCH_DIR)/ingest-api.json
+	$(BIN)/python services/push-worker/bench/push_bench.py --json $(BENCH_DIR)/push-worker.json
 	$(BIN)/python services/realtime-gateway/bench/gateway_bench.py --connections 10000 --json $(BENCH_DIR)/realtime-gateway.json
 	$(BIN)/clarion bench --output docs/benchmarks.md --services $(BENCH_DIR)
 
