@@ -208,7 +208,7 @@ class ServiceSettings(BaseSettings):
     )
     api_docs_enabled: bool | None = Field(
         default=None,
-        description=("Serve /docs, /redoc and /openapi.json (None: only in development and test)"),
+        description="Serve /docs, /redoc and /openapi.json (unset: only in development and test)",
     )
 
     retry_max_attempts: int = Field(
