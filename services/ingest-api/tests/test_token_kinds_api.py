@@ -69,7 +69,7 @@ def _routes(app: Any) -> list[tuple[str, str, set[Any]]]:
         calls = _calls(dependant) if dependant is not None else set()
         for method in sorted(context.methods or ()):
             if method != "HEAD":
-                found.append((method, context.path, calls))
+                found.append((method, context.path or "", calls))
     return found
 
 
