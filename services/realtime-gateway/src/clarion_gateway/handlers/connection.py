@@ -74,6 +74,8 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
     except ConnectionClosed:
         return
     assert isinstance(frame, ConnectFrame)
+    # End-user access tokens only: unsubscribe tokens, over-long lifetimes and the
+    # development secret outside development are refused here (reason in the close frame).
     try:
         claims = verify_token(gw.settings, frame.token)
     except AuthError as exc:
