@@ -40,20 +40,9 @@ async def close_code(ws: ClientConnection, timeout: float = 10.0) -> int | None:
         return ws.close_code
 
 
-def released(gw: Any) -> bool:
-    """The gateway holds no socket, session, address count or presence count."""
-    return (
-        not gw._server.all_connections
-        and gw.connection_count == 0
-        and gw.connections_per_address == {}
-        and gw.metrics.connections._value.get() == 0
-        and all(gw.ledger.sessions(u) == 0 for u in ("mal", "eve", "zed"))
-    )
-
-
 async def assert_released(harness: Any, gw: Any, baseline_tasks: int | None = None) -> None:
     """Eventually nothing is held: :func:`released`, channel subscriptions, extra tasks."""
-    await harness.wait_for(lambda: released(gw), what="connections released")
+    await harness.wait_for(lambda: harness.released(gw), what="connections released")
     # Channels are unsubscribed a few seconds after their last session (reload grace).
     await harness.wait_for(lambda: gw.channels.subscribed_users == 0, what="channels released")
     if baseline_tasks is not None:
@@ -156,7 +145,7 @@ async def test_shutdown_closes_connections_with_and_without_a_session(harness: A
     await gw.stop()
     assert await close_code(client.ws) == CloseCode.GOING_AWAY
     assert await close_code(silent) == CloseCode.GOING_AWAY
-    assert released(gw)
+    assert harness.released(gw)
 
 
 async def test_sessions_per_user_are_capped(harness: Any) -> None:
