@@ -81,7 +81,7 @@ schemas: $(STAMP) ## Refresh the JSON Schema snapshots (refuses incompatible cha
 	$(BIN)/clarion contracts snapshot
 
 deploy-gen: $(STAMP) ## Regenerate topic resources in k8s/ and deploy/ from the registry
-	$(BIN)/clarion deploy generate
+	$(PY) deploy/generate.py generate
 
 devstack-up: $(STAMP) ## Start the embedded Kafka/Redis/PostgreSQL stack in the background
 	$(BIN)/clarion devstack up

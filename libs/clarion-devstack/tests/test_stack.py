@@ -296,7 +296,7 @@ def test_a_server_whose_port_was_taken_is_restarted_on_another_port(
 ) -> None:
     import socket
 
-    import clarion_devstack.stack as stack_module
+    import clarion_devstack.stack.core as stack_core
 
     taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     taken.bind(("127.0.0.1", 0))
@@ -307,7 +307,7 @@ def test_a_server_whose_port_was_taken_is_restarted_on_another_port(
     def finder(host: str, *, exclude: frozenset[int] = frozenset()) -> int:
         return next(offered, None) or find_free_port(host, exclude=exclude)
 
-    monkeypatch.setattr(stack_module, "find_free_port", finder)
+    monkeypatch.setattr(stack_core, "find_free_port", finder)
     environ = {ENV_KAFKA: devstack.kafka_bootstrap_servers, ENV_DATABASE: devstack.database_url}
     try:
         with Stack(StackConfig(data_dir=data_dir, environ=environ)) as info:

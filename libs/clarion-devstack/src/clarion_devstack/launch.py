@@ -1,4 +1,5 @@
-"""Launch all six Clarion services (and the development mail sink) as processes.
+"""Launch all six Clarion services (and the development mail sink,
+:mod:`clarion_devstack.mailsink`) as processes.
 
 Shared by ``clarion run``, the end-to-end tests and ``clarion bench``: one
 place that knows each service's console script, its ports and the settings

@@ -110,10 +110,7 @@ async def _phase(
     )
     supervisor = Supervisor(data_dir / "logs", lambda *_: None)
     try:
-        for spec in service_specs(config):
-            await supervisor.start(spec)
-        for name in supervisor.names:
-            await supervisor.wait_ready(name, timeout=120)
+        await supervisor.start_all(service_specs(config), ready_timeout=120)
         watched = [f"bench-user-{n:05d}" for n in range(users)]
         observer = LatencyObserver(f"ws://127.0.0.1:{config.ports.gateway}/v1/ws", watched)
         await observer.start(timeout=60)
