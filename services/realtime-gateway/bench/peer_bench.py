@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from peer_servers import SERVERS, BenchRoot, Infra, ServerProc, cpu_seconds, rss_bytes
+from peer_servers import SERVERS, BenchRoot, Infra, ServerProc, cpu_seconds
 
 from clarion_devstack import peer_report
 from clarion_devstack.drain import wait_drained
@@ -245,7 +245,7 @@ async def one_round(system: str, args: argparse.Namespace, root: BenchRoot) -> d
         clients: ClientGroup | None = None
         try:
             await asyncio.sleep(1.0)
-            base = rss_bytes(server.pid)
+            base = await server.rss()
             if args.idle_connections:
                 idle = await ClientGroup.start(
                     protocol,
@@ -256,7 +256,7 @@ async def one_round(system: str, args: argparse.Namespace, root: BenchRoot) -> d
                     "idle-user-",
                 )
                 await asyncio.sleep(2.0)
-                loaded = rss_bytes(server.pid)
+                loaded = await server.rss()
                 out["idle_kib_per_connection"] = (loaded - base) / args.idle_connections / 1024
                 await idle.stop()
             clients = await ClientGroup.start(
@@ -286,6 +286,7 @@ async def one_round(system: str, args: argparse.Namespace, root: BenchRoot) -> d
             await clients.ask("reset")
 
             procs = {"server": server.pid, "redis": infra.redis_pid, "broker": infra.broker_pid}
+            procs.update({f"client{n}": p.pid for n, p in enumerate(clients.procs)})
             cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
             started = time.time()
             await produce(producer, topic, records, users, args.records)
@@ -294,9 +295,9 @@ async def one_round(system: str, args: argparse.Namespace, root: BenchRoot) -> d
             cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in procs.items()}
             out["frames_delivered"] = got
             out["frames_per_s"] = got / (last - started) if got else None
-            for key, seconds in cpu.items():
-                name = "server" if key == "server" else key
-                out[f"{name}_cpu_us_per_frame"] = seconds * 1e6 / got if got else None
+            cpu["client"] = sum(v for k, v in cpu.items() if k.startswith("client"))
+            for key in ("server", "redis", "broker", "client"):
+                out[f"{key}_cpu_us_per_frame"] = cpu[key] * 1e6 / got if got else None
 
             await clients.ask("reset")
             await clients.ask("latency on")

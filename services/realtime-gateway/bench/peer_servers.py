@@ -234,6 +234,9 @@ class ServerSpec:
     environment: Callable[[Infra, BenchRoot, int, int], dict[str, str]]
     ready_line: bool
     """True: ready when it prints ``{"ready": true}``; False: when ``/readyz`` answers 200."""
+    gc_signal: bool = False
+    """True: SIGUSR2 makes it run a full garbage collection (the peers; Clarion's gateway
+    is CPython, whose reference counting frees connection garbage at once)."""
 
 
 def _clarion_env(infra: Infra, root: BenchRoot, port: int, http_port: int) -> dict[str, str]:
@@ -275,12 +278,16 @@ SERVERS: dict[str, ServerSpec] = {
         lambda root: [str(Path(sys.executable).parent / "clarion-gateway")], _clarion_env, False
     ),
     "node-socketio": ServerSpec(
-        lambda root: ["node", str(PEERS / "node" / "server.js")], _peer_env, True
+        lambda root: ["node", "--expose-gc", str(PEERS / "node" / "server.js")],
+        _peer_env,
+        True,
+        gc_signal=True,
     ),
     "python-socketio": ServerSpec(
         lambda root: [str(root.python), str(PEERS / "python_socketio" / "server.py")],
         _peer_env,
         True,
+        gc_signal=True,
     ),
 }
 """The systems compared, by the names of :mod:`clarion_devstack.peer_report`."""
@@ -292,6 +299,7 @@ class ServerProc:
 
     proc: asyncio.subprocess.Process
     port: int
+    spec: ServerSpec
 
     @property
     def pid(self) -> int:
@@ -312,7 +320,7 @@ class ServerProc:
             stderr=log,
         )
         log.close()
-        server = cls(proc, port)
+        server = cls(proc, port, spec)
         async with asyncio.timeout(120):
             if spec.ready_line:
                 assert proc.stdout is not None
@@ -328,6 +336,13 @@ class ServerProc:
                         raise RuntimeError(f"{spec.command(root)} ended; see {root.logs}")
                     await asyncio.sleep(0.2)
         return server
+
+    async def rss(self) -> int:
+        """RSS in bytes, after a full garbage collection where the server offers one."""
+        if self.spec.gc_signal:
+            self.proc.send_signal(signal.SIGUSR2)
+            await asyncio.sleep(1.0)
+        return rss_bytes(self.pid)
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""

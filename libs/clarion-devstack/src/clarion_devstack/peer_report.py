@@ -37,6 +37,7 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("recovered_fraction", "fraction of missed frames recovered on reconnect", "{:.3f}", True),
     ("redis_cpu_us_per_frame", "Redis CPU µs per frame (shared)", "{:,.0f}", False),
     ("broker_cpu_us_per_frame", "broker CPU µs per frame (shared)", "{:,.0f}", False),
+    ("client_cpu_us_per_frame", "load-client CPU µs per frame (same code)", "{:,.0f}", False),
 )
 """(metric key, label, number format, higher is better) of each figure reported."""
 

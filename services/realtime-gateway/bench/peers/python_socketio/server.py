@@ -18,6 +18,7 @@ Settings from ``PEER_*`` environment variables (set by the driver).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -92,11 +93,13 @@ async def main() -> None:
         fetch_max_wait_ms=int(ENV.get("PEER_FETCH_MAX_WAIT_MS", "5")),
     )
     await consumer.start()
-    print(json.dumps({"ready": True}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # The driver asks for a full collection before it reads RSS, as it does for Node.
+    loop.add_signal_handler(signal.SIGUSR2, gc.collect)
+    print(json.dumps({"ready": True}), flush=True)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=100, max_records=500)
