@@ -317,6 +317,7 @@ async def one_round(system: str, args: argparse.Namespace, root: BenchRoot) -> d
             await clients.ask("reconnect")
             recovered = await clients.wait_frames(args.recovery_records, stall=5)
             duplicated = await clients.total("duplicates")
+            out["reconnect_retries"] = await clients.total("retries")
             out["recovery_expected"] = args.recovery_records
             out["recovery_recovered"] = recovered
             out["recovery_missed"] = max(0, args.recovery_records - recovered)

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import base64
 import json
+import random
 import re
 import secrets
 import sys
@@ -63,6 +64,7 @@ class Stats:
         self.latency = False
         self.latencies: list[float] = []
         self.connected = 0
+        self.retries = 0
 
 
 class Session(asyncio.Protocol):
@@ -219,21 +221,39 @@ class Client:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         session.start(ready)
-        await loop.create_connection(lambda: session, "127.0.0.1", self.port)
-        await asyncio.wait_for(ready, 30)
+        transport, _ = await loop.create_connection(lambda: session, "127.0.0.1", self.port)
+        try:
+            await asyncio.wait_for(ready, 30)
+        except BaseException:
+            transport.abort()
+            raise
 
     async def connect_all(self, users: list[str], parallel: int = 50) -> None:
         self.sessions = [Session(self, u) for u in users]
         await self._open_all(parallel)
 
     async def _open_all(self, parallel: int) -> None:
+        """Open every session; a refused handshake is retried with exponential backoff
+        and full jitter, as clarion.js does, and counted in ``stats.retries``."""
         gate = asyncio.Semaphore(parallel)
 
-        async def one(s: Session) -> None:
+        async def one(index: int) -> None:
             async with gate:
-                await self.open(s)
+                for attempt in range(12):
+                    try:
+                        await self.open(self.sessions[index])
+                        return
+                    except (ConnectionError, OSError, TimeoutError):
+                        if attempt == 11:
+                            raise
+                        self.stats.retries += 1
+                        old = self.sessions[index]
+                        fresh = Session(self, old.user)
+                        fresh.epoch, fresh.seq = old.epoch, old.seq
+                        self.sessions[index] = fresh
+                        await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
 
-        await asyncio.gather(*(one(s) for s in self.sessions))
+        await asyncio.gather(*(one(i) for i in range(len(self.sessions))))
 
     async def disconnect(self) -> None:
         for s in self.sessions:
@@ -264,6 +284,7 @@ async def serve(args: argparse.Namespace) -> None:
     stats = client.stats
     while line := (await reader.readline()).decode().strip():
         cmd, *rest = line.split()
+        answer: dict[str, object]
         if cmd == "stats":
             answer = {
                 "frames": stats.frames,
@@ -271,11 +292,12 @@ async def serve(args: argparse.Namespace) -> None:
                 "gaps": stats.gaps,
                 "last_frame": stats.last_frame,
                 "connected": stats.connected,
+                "retries": stats.retries,
             }
         elif cmd == "latencies":
             answer = {"latencies": [round(v, 3) for v in stats.latencies]}
         elif cmd == "reset":
-            stats.frames = stats.duplicates = stats.gaps = 0
+            stats.frames = stats.duplicates = stats.gaps = stats.retries = 0
             stats.latencies = []
             stats.last_frame = 0.0
             answer = {"ok": True}

@@ -63,6 +63,7 @@ def _round(frames: float, cpu: float, missed: int) -> dict[str, float | int | No
         "recovery_recovered": 100 - missed,
         "recovery_missed": missed,
         "recovery_duplicated": 0,
+        "reconnect_retries": missed * 3,
         "recovered_fraction": (100 - missed) / 100,
     }
 
@@ -120,8 +121,8 @@ def test_report_puts_ratios_before_absolute_figures() -> None:
     assert lines.index(ratio_row) < lines.index(absolute_row)
     assert absolute_row == "| frames/s at full speed | 2,500 | 13,000 | 1,350 |"
     assert (
-        "| recovery: missed / recovered / duplicated (sum of rounds) | 0 / 300 / 0 | 2 / 298 / 0 |"
-        in text
+        "| recovery: missed / recovered / duplicated / handshakes retried (sum of rounds) "
+        "| 0 / 300 / 0 / 0 | 2 / 298 / 0 / 6 |" in text
     )
     # A figure no round measured has no ratio row, and shows "-" in the table.
     assert "p99 ms record produced → frame at client (lower" not in text

@@ -79,7 +79,8 @@ def summarise(rounds: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, di
     """Median of every metric over each system's rounds.
 
     Recovery counts (``recovery_expected``, ``recovery_recovered``, ``recovery_missed``,
-    ``recovery_duplicated``) are summed over the rounds instead, so no loss is hidden
+    ``recovery_duplicated``, ``reconnect_retries``: handshakes refused and retried when
+    the clients reconnected) are summed over the rounds instead, so no loss is hidden
     by a median.
     """
     summary: dict[str, dict[str, Any]] = {}
@@ -92,6 +93,7 @@ def summarise(rounds: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, di
             "recovery_recovered",
             "recovery_missed",
             "recovery_duplicated",
+            "reconnect_retries",
         ):
             row[key] = sum(int(r.get(key) or 0) for r in runs)
         summary[system] = row
@@ -161,10 +163,11 @@ def render_peer_section(figures: Mapping[str, Any]) -> list[str]:
             f"| {label} | " + " | ".join(_cell(summary[s].get(key), fmt) for s in systems) + " |"
         )
     lines.append(
-        "| recovery: missed / recovered / duplicated (sum of rounds) | "
+        "| recovery: missed / recovered / duplicated / handshakes retried (sum of rounds) | "
         + " | ".join(
             f"{summary[s].get('recovery_missed', 0)} / {summary[s].get('recovery_recovered', 0)}"
             f" / {summary[s].get('recovery_duplicated', 0)}"
+            f" / {summary[s].get('reconnect_retries', 0)}"
             for s in systems
         )
         + " |"
