@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import shutil
 import sys
 import time
 import uuid
@@ -280,6 +281,7 @@ async def one_round(system: str, args: argparse.Namespace, root: BenchRoot) -> d
                 await produce(producer, topic, records, users, 1)
                 await asyncio.sleep(0.5)
             # One record per user, so every session has an offset to resume from.
+            await clients.ask("reset")
             await produce(producer, topic, records, users, len(users))
             await clients.wait_frames(len(users), stall=20)
             await wait_drained(infra.bootstrap, topic_prefix=prefix, only=(GROUP,), settle=0.5)
@@ -294,6 +296,7 @@ async def one_round(system: str, args: argparse.Namespace, root: BenchRoot) -> d
             last = max(a["last_frame"] for a in await clients.ask("stats"))
             cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in procs.items()}
             out["frames_delivered"] = got
+            out["frames_missing"] = max(0, args.records - got)
             out["frames_per_s"] = got / (last - started) if got else None
             cpu["client"] = sum(v for k, v in cpu.items() if k.startswith("client"))
             for key in ("server", "redis", "broker", "client"):
@@ -379,6 +382,9 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    if peer_report.NODE in args.systems and not (shutil.which("node") and shutil.which("npm")):
+        print("node or npm not on PATH: the Node peer is left out", file=sys.stderr)
+        args.systems = [s for s in args.systems if s != peer_report.NODE]
     if args.recovery_records > 200 * args.users:
         parser.error("--recovery-records exceeds what the per-user histories (200) keep")
     result = asyncio.run(run(args))

@@ -64,6 +64,7 @@ def _round(frames: float, cpu: float, missed: int) -> dict[str, float | int | No
         "recovery_missed": missed,
         "recovery_duplicated": 0,
         "reconnect_retries": missed * 3,
+        "frames_missing": missed,
         "recovered_fraction": (100 - missed) / 100,
     }
 
@@ -127,6 +128,7 @@ def test_report_puts_ratios_before_absolute_figures() -> None:
     # A figure no round measured has no ratio row, and shows "-" in the table.
     assert "p99 ms record produced → frame at client (lower" not in text
     assert "| p99 ms record produced → frame at client | - | - | - |" in text
+    assert "| full-speed records whose frame never arrived (sum of rounds) | 0 | 2 | 0 |" in text
     assert "* the aggregator" in text
     assert peer_report.render_peer_section({}) == []
 

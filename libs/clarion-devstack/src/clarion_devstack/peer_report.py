@@ -80,7 +80,8 @@ def summarise(rounds: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, di
 
     Recovery counts (``recovery_expected``, ``recovery_recovered``, ``recovery_missed``,
     ``recovery_duplicated``, ``reconnect_retries``: handshakes refused and retried when
-    the clients reconnected) are summed over the rounds instead, so no loss is hidden
+    the clients reconnected) and ``frames_missing`` (full-speed records whose frame never
+    arrived) are summed over the rounds instead, so no loss is hidden
     by a median.
     """
     summary: dict[str, dict[str, Any]] = {}
@@ -94,6 +95,7 @@ def summarise(rounds: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, di
             "recovery_missed",
             "recovery_duplicated",
             "reconnect_retries",
+            "frames_missing",
         ):
             row[key] = sum(int(r.get(key) or 0) for r in runs)
         summary[system] = row
@@ -170,6 +172,11 @@ def render_peer_section(figures: Mapping[str, Any]) -> list[str]:
             f" / {summary[s].get('reconnect_retries', 0)}"
             for s in systems
         )
+        + " |"
+    )
+    lines.append(
+        "| full-speed records whose frame never arrived (sum of rounds) | "
+        + " | ".join(str(summary[s].get("frames_missing", 0)) for s in systems)
         + " |"
     )
     lines.append("")
