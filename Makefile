@@ -63,12 +63,15 @@ chaos: $(STAMP) ## Fault injection on the whole stack (kill -9, SIGSTOP, restart
 	$(PY) tests-e2e/chaos.py --report .clarion/chaos/report.md $(CHAOS_ARGS)
 
 BENCH_DIR ?= .clarion/bench/services
+# Scale of the peer comparison, e.g. PEER_BENCH_ARGS="--users 200 --records 5000 --rounds 1"
+PEER_BENCH_ARGS ?=
 
-bench: $(STAMP) ## Benchmarks on the embedded stack (each service, then all of it); writes docs/benchmarks.md
+bench: $(STAMP) ## Benchmarks on the embedded stack (each service, the gateway next to its peers (needs node/npm), then all of it); writes docs/benchmarks.md
 	$(BIN)/python services/aggregator/bench/aggregator_bench.py --json $(BENCH_DIR)/aggregator.json
 	$(BIN)/python services/ingest-api/bench/inbox_bench.py --json $(BENCH_DIR)/ingest-api.json
 	$(BIN)/python services/push-worker/bench/push_bench.py --json $(BENCH_DIR)/push-worker.json
 	$(BIN)/python services/realtime-gateway/bench/gateway_bench.py --connections 10000 --json $(BENCH_DIR)/realtime-gateway.json
+	$(BIN)/python services/realtime-gateway/bench/peer_bench.py --json $(BENCH_DIR)/peers.json $(PEER_BENCH_ARGS)
 	$(BIN)/clarion bench --output docs/benchmarks.md --services $(BENCH_DIR)
 
 run: $(STAMP) ## Run the embedded stack + all six services and replay real GitHub events

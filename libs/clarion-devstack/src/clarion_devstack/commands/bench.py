@@ -32,6 +32,7 @@ from clarion_devstack.drain import wait_drained
 from clarion_devstack.launch import LaunchConfig, Ports, service_specs
 from clarion_devstack.loadgen import RateResult, run_at_rate, shaped_events
 from clarion_devstack.observer import LatencyObserver
+from clarion_devstack.peer_report import render_peer_section
 from clarion_devstack.replay.client import ReplayClient
 from clarion_devstack.replay.sources import read_events, resolve_source
 from clarion_devstack.stack import Stack, StackConfig, StackInfo, find_project_root
@@ -268,6 +269,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {rss:.0f} |" if rss is not None else f"| {name} | - |")
     lines.append("")
     lines += render_services(result.get("services", {}))
+    lines += render_peer_section(result.get("peers") or {})
     return "\n".join(lines)
 
 
@@ -362,6 +364,14 @@ def render_services(services: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def read_peer_figures(directory: Path | None) -> dict[str, Any]:
+    """The peer benchmark's figures from ``<directory>/peers.json`` (missing: empty)."""
+    if directory is None or not (directory / "peers.json").is_file():
+        return {}
+    figures: dict[str, Any] = json.loads((directory / "peers.json").read_text())
+    return figures
+
+
 def read_service_figures(directory: Path | None) -> dict[str, dict[str, Any]]:
     """``{service: figures}`` from ``<directory>/<service>.json`` files (missing: skipped)."""
     out: dict[str, dict[str, Any]] = {}
@@ -381,13 +391,14 @@ def bench_command(
     users: int = typer.Option(200, min=1, help="Connected WebSocket users"),
     duration: float = typer.Option(10.0, min=1.0, help="Seconds per fixed-rate run"),
     services: Path | None = typer.Option(
-        None, help="Directory of per-service benchmark JSON files to include"
+        None, help="Directory of per-service (and peers.json) benchmark JSON files to include"
     ),
 ) -> None:
     """Benchmark the full stack and write docs/benchmarks.md and docs/benchmarks.json."""
     console = Console()
     result = asyncio.run(_bench(console, runs, users, duration))
     result["services"] = read_service_figures(services)
+    result["peers"] = read_peer_figures(services)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     output.write_text(render_markdown(result))
