@@ -178,6 +178,19 @@ class ServiceSettings(BaseSettings):
         default="", description="Prepended to every topic name (test isolation, multi-tenant)"
     )
     redis_prefix: str = Field(default="clarion:", description="Prepended to every Redis key")
+    redis_max_connections: int = Field(
+        default=100,
+        ge=2,
+        description=(
+            "Connections the service's Redis pool opens at most; a caller finding them all "
+            "busy waits for one (redis_pool_timeout_seconds) instead of failing"
+        ),
+    )
+    redis_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for a free pooled Redis connection before an error",
+    )
 
     log_level: str = "INFO"
     log_json: bool = True
