@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import HTMLResponse
 
 from clarion_contracts.registry import PREFERENCES, PUSH_SUBSCRIPTIONS
+from clarion_contracts.text import Text
 from clarion_contracts.v1 import Preferences, PushKeys, PushSubscription
 from clarion_ingest.adapters import postgres
 from clarion_ingest.adapters.kafka import Record
@@ -122,7 +123,7 @@ async def add_subscription(
     responses=errors(404, 422, 503),
 )
 async def remove_subscription(
-    subscription_id: Annotated[str, Path(min_length=1, max_length=128)],
+    subscription_id: Annotated[Text, Path(min_length=1, max_length=128)],
     claims: UserDep,
     runtime: RuntimeDep,
 ) -> Response:
