@@ -16,7 +16,10 @@ from clarion_kit.metrics import get_or_create_counter, metric_name
 from clarion_kit.problems import ProblemError, problem_responses
 
 AUTH_ERRORS = (401, 413, 422, 429, 500)
-"""Errors every authenticated endpoint can answer."""
+"""Errors every authenticated endpoint can answer.
+
+Endpoints whose body FastAPI parses also list 400: its answer to a body that is not
+UTF-8 or nests beyond what the JSON decoder handles."""
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

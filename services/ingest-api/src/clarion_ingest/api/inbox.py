@@ -161,7 +161,7 @@ async def read_all(claims: UserDep, runtime: RuntimeDep) -> ReadAllOut:
     "/v1/me/notifications:batch-delete",
     response_model=BatchDeleteOut,
     summary="Delete several of my notifications",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def batch_delete(body: BatchDeleteIn, claims: UserDep, runtime: RuntimeDep) -> BatchDeleteOut:
     """Delete the caller's notifications among ``ids``; other ids are ignored.

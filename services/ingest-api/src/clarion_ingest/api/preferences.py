@@ -62,7 +62,7 @@ async def get_preferences(claims: UserDep, runtime: RuntimeDep) -> PreferencesOu
     "/v1/me/preferences",
     response_model=PreferencesOut,
     summary="Replace my notification preferences",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def put_preferences(
     body: PreferencesIn, claims: UserDep, runtime: RuntimeDep
@@ -78,7 +78,7 @@ async def put_preferences(
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriptionOut,
     summary="Register a Web Push subscription of this browser",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def add_subscription(
     body: PushSubscriptionIn, claims: UserDep, runtime: RuntimeDep
