@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import httpx
+import jwt
 import pytest
 from prometheus_client import CollectorRegistry
 
 from clarion_analytics.app import create_app
 from clarion_analytics.settings import AnalyticsSettings
 from clarion_kit.auth import issue_token, verify_token
+from clarion_kit.unsubscribe_tokens import issue_unsubscribe_token
 
 ENDPOINTS = ("summary", "funnel", "latency", "failures", "online")
 
@@ -68,6 +71,37 @@ async def test_invalid_tokens_are_401(client: httpx.AsyncClient) -> None:
         assert response.headers["content-type"] == "application/problem+json"
     response = await client.get("/v1/analytics/summary", headers=forged)
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_unsubscribe_and_long_lived_tokens_are_401(client: httpx.AsyncClient) -> None:
+    settings = _settings()
+    now = int(time.time())
+    century = jwt.encode(
+        {"sub": "ops", "scope": "admin", "iat": now, "exp": now + 100 * 365 * 86400},
+        settings.jwt_secret,
+        algorithm="HS256",
+    )
+    unsubscribe = issue_unsubscribe_token(settings, "ops", "social", 3600)
+    for token in (century, unsubscribe):
+        response = await client.get(
+            "/v1/analytics/summary", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+async def test_api_docs_are_not_served_outside_development(environment: str) -> None:
+    settings = _settings(environment=environment, jwt_secret="s" * 40)
+    app = create_app(settings, registry=CollectorRegistry())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as c:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert (await c.get(path)).status_code == 404, path
+
+
+async def test_api_docs_are_served_in_development(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/openapi.json")).status_code == 200
 
 
 async def test_admin_passes_authentication(client: httpx.AsyncClient) -> None:

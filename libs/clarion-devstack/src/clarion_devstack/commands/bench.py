@@ -110,10 +110,7 @@ async def _phase(
     )
     supervisor = Supervisor(data_dir / "logs", lambda *_: None)
     try:
-        for spec in service_specs(config):
-            await supervisor.start(spec)
-        for name in supervisor.names:
-            await supervisor.wait_ready(name, timeout=120)
+        await supervisor.start_all(service_specs(config), ready_timeout=120)
         watched = [f"bench-user-{n:05d}" for n in range(users)]
         observer = LatencyObserver(f"ws://127.0.0.1:{config.ports.gateway}/v1/ws", watched)
         await observer.start(timeout=60)
@@ -308,6 +305,18 @@ SERVICE_FIGURES: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("ingest-api", "put_users_per_second_median", "PUT /v1/users/{{id}} per s", "{:,.0f}"),
     (
+        "push-worker",
+        "skipped_requests_per_second_median",
+        "push requests/s settled for users without a subscription (target ≥ 20,000)",
+        "{:,.0f}",
+    ),
+    (
+        "push-worker",
+        "cpu_us_per_skipped_request_median",
+        "µs push-worker CPU per such request",
+        "{:.1f}",
+    ),
+    (
         "realtime-gateway",
         "frames_per_second_median",
         "frames/s one process writes to distinct users (target ≥ 40,000)",
@@ -343,7 +352,8 @@ def render_services(services: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "Each service on its own against the embedded stack (medians of rounds):",
         "`services/aggregator/bench/aggregator_bench.py`, `services/ingest-api/bench/"
-        "inbox_bench.py`, `services/realtime-gateway/bench/gateway_bench.py`.",
+        "inbox_bench.py`, `services/push-worker/bench/push_bench.py`, "
+        "`services/realtime-gateway/bench/gateway_bench.py`.",
         "",
         "| service | figure | what |",
         "| --- | --- | --- |",
@@ -357,7 +367,7 @@ def read_service_figures(directory: Path | None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if directory is None:
         return out
-    for service in ("aggregator", "ingest-api", "realtime-gateway"):
+    for service in ("aggregator", "ingest-api", "push-worker", "realtime-gateway"):
         path = directory / f"{service}.json"
         if path.is_file():
             out[service] = json.loads(path.read_text())

@@ -23,12 +23,12 @@ from clarion_ingest.domain.models import (
     VapidKeyOut,
     default_preferences,
     subscription_id,
-    unsubscribe_category,
     with_email_off,
 )
 from clarion_ingest.runtime import Runtime
-from clarion_kit.auth import AuthError, verify_token
+from clarion_kit.auth import AuthError
 from clarion_kit.problems import ProblemError, problem_responses
+from clarion_kit.unsubscribe_tokens import verify_unsubscribe_token
 
 router = APIRouter(tags=["preferences"])
 
@@ -163,18 +163,18 @@ async def vapid_public_key(runtime: RuntimeDep) -> VapidKeyOut:
 
 
 def _unsubscribe_claims(runtime: Runtime, token: str) -> tuple[str, str]:
+    # Only unsubscribe tokens (clarion_kit.unsubscribe_tokens): an access token,
+    # whatever its scopes, cannot be used as an unsubscribe link.
     try:
-        claims = verify_token(runtime.settings, token)
+        grant = verify_unsubscribe_token(runtime.settings, token)
     except AuthError as exc:
         raise ProblemError(
             401,
             detail=f"the unsubscribe link is not valid: {exc.message}",
             headers={"WWW-Authenticate": 'Bearer realm="clarion", error="invalid_token"'},
+            reason=exc.reason,
         ) from exc
-    category = unsubscribe_category(sorted(claims.scopes))
-    if category is None:
-        raise ProblemError(403, detail="the token does not grant an unsubscribe scope")
-    return claims.subject, category
+    return grant.user_id, grant.category
 
 
 _PAGE = """<!doctype html>
@@ -189,7 +189,7 @@ _PAGE = """<!doctype html>
     "/v1/unsubscribe",
     response_class=HTMLResponse,
     summary="One-click unsubscribe (RFC 8058) from a category's emails",
-    responses={200: {"content": {"text/html": {}}}, **errors(403, 422, 503)},
+    responses={200: {"content": {"text/html": {}}}, **errors(422, 503)},
 )
 async def unsubscribe(
     runtime: RuntimeDep,
@@ -197,9 +197,9 @@ async def unsubscribe(
 ) -> HTMLResponse:
     """Turn email off for the token's category in the user's preferences.
 
-    The token is a JWT signed with the shared secret whose subject is the user
-    and whose scope holds ``unsubscribe:<category>`` (issued by email-worker for
-    the ``List-Unsubscribe`` header). Mail clients POST ``List-Unsubscribe=One-Click``.
+    The token is an unsubscribe token (:mod:`clarion_kit.unsubscribe_tokens`, issued
+    by email-worker for the ``List-Unsubscribe`` header) naming the user and the
+    category; access tokens are refused with 401. Mail clients POST ``List-Unsubscribe=One-Click``.
     Idempotent: unsubscribing twice publishes again but changes nothing.
     """
     user_id, category = _unsubscribe_claims(runtime, token)
@@ -222,7 +222,7 @@ async def unsubscribe(
     "/v1/unsubscribe",
     response_class=HTMLResponse,
     summary="Confirmation page of an unsubscribe link",
-    responses={200: {"content": {"text/html": {}}}, **errors(403, 422)},
+    responses={200: {"content": {"text/html": {}}}, **errors(422)},
 )
 async def unsubscribe_page(
     runtime: RuntimeDep,

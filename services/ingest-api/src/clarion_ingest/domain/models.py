@@ -42,9 +42,6 @@ from clarion_contracts.v1 import (
 ANNOUNCEMENT_TYPE = "clarion.announcement"
 """Domain event type of admin announcements."""
 
-UNSUBSCRIBE_SCOPE_PREFIX = "unsubscribe:"
-"""Scope of an unsubscribe token: ``unsubscribe:<category>`` (issued by email-worker)."""
-
 
 def check_timezone(name: str) -> str:
     """Return ``name`` if it is an IANA time zone known to :mod:`zoneinfo`.
@@ -162,16 +159,6 @@ def with_email_off(prefs: Preferences, category: str, now: datetime) -> Preferen
     current = prefs.categories.get(category, ChannelPreference())
     categories = {**prefs.categories, category: current.model_copy(update={"email": False})}
     return prefs.model_copy(update={"categories": categories, "updated_at": now})
-
-
-def unsubscribe_category(scopes: tuple[str, ...] | list[str]) -> str | None:
-    """The category named by an ``unsubscribe:<category>`` scope, or ``None`` if absent."""
-    for scope in scopes:
-        if scope.startswith(UNSUBSCRIBE_SCOPE_PREFIX):
-            category = scope[len(UNSUBSCRIBE_SCOPE_PREFIX) :]
-            if 0 < len(category) <= 64:
-                return category
-    return None
 
 
 class PushSubscriptionIn(StrictBody):
