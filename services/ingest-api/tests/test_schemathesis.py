@@ -18,6 +18,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.stateful import run_state_machine_as_test
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -38,7 +39,9 @@ CHECKS = [
     response_schema_conformance,
 ]
 MAX_EXAMPLES = 30
-"""Generated requests per operation: about 10 s per operation on a loaded 2-core machine."""
+"""Generated requests per operation."""
+STATEFUL_SCENARIOS = 25
+"""Sequences of linked calls (e.g. create a push subscription, then delete it by its id)."""
 
 
 @dataclass
@@ -97,6 +100,37 @@ def run_schemathesis(raw_schema: dict[str, Any], base_url: str, headers_for: Any
     return report
 
 
+def run_stateful(raw_schema: dict[str, Any], base_url: str, headers_for: Any) -> int:
+    """Run schemathesis' state machine: sequences of calls following the links it infers
+    between operations (response fields feeding later path parameters). Returns the
+    number of calls made; raises on the first failing check."""
+    schema = schemathesis.openapi.from_dict(raw_schema)
+    calls = 0
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            headers = headers_for(case.operation.path)
+            return {"base_url": base_url, "headers": headers, "timeout": 60}
+
+        def validate_response(self, response: Any, case: Any, *_: Any, **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+
+    run_state_machine_as_test(
+        Workflow,
+        settings=settings(
+            max_examples=STATEFUL_SCENARIOS,
+            stateful_step_count=6,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+    return calls
+
+
 async def test_every_operation_conforms_and_never_fails(start_ingest: Any) -> None:
     overrides = {"rate_limit_user": 1_000_000, "rate_limit_api_key": 1_000_000}
     async with start_ingest(**overrides) as svc:
@@ -114,11 +148,15 @@ async def test_every_operation_conforms_and_never_fails(start_ingest: Any) -> No
             return {"Authorization": f"Bearer {admin}"}
 
         started = time.monotonic()
-        report = await asyncio.to_thread(
-            run_schemathesis, svc.app.openapi(), str(svc.http.base_url), headers_for
-        )
+        base_url = str(svc.http.base_url)
+        report = await asyncio.to_thread(run_schemathesis, svc.app.openapi(), base_url, headers_for)
         elapsed = time.monotonic() - started
+        stateful_calls = await asyncio.to_thread(
+            run_stateful, svc.app.openapi(), base_url, headers_for
+        )
+        stateful_elapsed = time.monotonic() - started - elapsed
     total = sum(report.cases.values())
     print(f"schemathesis: {len(report.cases)} operations, {total} cases, {elapsed:.0f} s")
+    print(f"schemathesis stateful: {stateful_calls} calls, {stateful_elapsed:.0f} s")
     assert len(report.cases) >= 20, report.cases
     assert not report.failures, "\n\n".join(f"{k}:\n{v}" for k, v in report.failures.items())
