@@ -168,3 +168,27 @@ async def test_healthz_and_metrics_without_lifespan(client: httpx.AsyncClient) -
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200
     assert "clarion_analytics_messages_total" in metrics.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"to": "0001-01-01T00:00:00Z"},
+        {"to": "9999-12-31T23:59:59-01:00"},
+        {"from": "0001-01-01T00:00:00+05:00", "to": "0001-01-02T00:00:00Z"},
+    ],
+)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_extreme_dates_are_422_not_an_overflow(endpoint: str, params: dict[str, str]) -> None:
+    settings = _settings()
+    app = create_app(settings, registry=CollectorRegistry())
+    # Any object will do: the range is checked before the repository is used.
+    app.state.repo = object()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as c:
+        response = await c.get(
+            f"/v1/analytics/{endpoint}", params=params, headers=_bearer(settings, "admin")
+        )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/invalid-range"

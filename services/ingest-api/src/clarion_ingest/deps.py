@@ -17,6 +17,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from clarion_ingest.domain.models import is_user_id
 from clarion_ingest.runtime import Runtime
 from clarion_ingest.settings import IngestSettings
 from clarion_kit.auth import (
@@ -157,13 +158,16 @@ async def require_user(
 
     Raises:
         ProblemError: 401 for a missing, malformed, expired, untrusted or
-            wrong-kind token, 429 over the user's rate limit.
+            wrong-kind token or a subject that is not a valid user id, 429 over
+            the user's rate limit.
     """
     try:
         claims = verify_token(runtime.settings, bearer_token(authorization))
     except AuthError as exc:
         error = "invalid_request" if exc.reason == "missing" else "invalid_token"
         raise _unauthorized(exc.message, error) from exc
+    if not is_user_id(claims.subject):
+        raise _unauthorized("the token subject is not a valid user id")
     await _enforce(runtime, f"user:{claims.subject}", runtime.settings.rate_limit_user)
     return claims
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import HTMLResponse
 
 from clarion_contracts.registry import PREFERENCES, PUSH_SUBSCRIPTIONS
+from clarion_contracts.text import Text
 from clarion_contracts.v1 import Preferences, PushKeys, PushSubscription
 from clarion_ingest.adapters import postgres
 from clarion_ingest.adapters.kafka import Record
@@ -61,7 +62,7 @@ async def get_preferences(claims: UserDep, runtime: RuntimeDep) -> PreferencesOu
     "/v1/me/preferences",
     response_model=PreferencesOut,
     summary="Replace my notification preferences",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def put_preferences(
     body: PreferencesIn, claims: UserDep, runtime: RuntimeDep
@@ -77,7 +78,7 @@ async def put_preferences(
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriptionOut,
     summary="Register a Web Push subscription of this browser",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def add_subscription(
     body: PushSubscriptionIn, claims: UserDep, runtime: RuntimeDep
@@ -122,7 +123,7 @@ async def add_subscription(
     responses=errors(404, 422, 503),
 )
 async def remove_subscription(
-    subscription_id: Annotated[str, Path(min_length=1, max_length=128)],
+    subscription_id: Annotated[Text, Path(min_length=1, max_length=128)],
     claims: UserDep,
     runtime: RuntimeDep,
 ) -> Response:
