@@ -33,7 +33,6 @@ SECRET = "a-deployment-secret-of-enough-length-0123456789"
 PUBLIC = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),

@@ -26,6 +26,7 @@ from clarion_analytics.handlers.metrics import AnalyticsMetrics
 from clarion_analytics.settings import AnalyticsSettings
 from clarion_contracts.v1 import utc_now
 from clarion_kit import db
+from clarion_kit.docs import serve_api_docs
 from clarion_kit.health import HealthChecks, health_router
 from clarion_kit.kafka import ensure_topics
 from clarion_kit.kafka import ping as kafka_ping
@@ -125,10 +126,13 @@ def create_app(
         description="Delivery funnel, latency percentiles, failures and online users.",
         lifespan=lifespan,
         telemetry=http_telemetry(),
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        # The built-in pages load their assets from a CDN: blank offline.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
+    if docs:
+        serve_api_docs(app)
     app.state.settings = cfg
     app.state.repo = None
     app.state.broker = broker

@@ -30,6 +30,7 @@ from clarion_ingest.runtime import Runtime
 from clarion_ingest.settings import IngestSettings
 from clarion_kit import db as kit_db
 from clarion_kit import redis as kit_redis
+from clarion_kit.docs import serve_api_docs
 from clarion_kit.health import HealthChecks, health_router
 from clarion_kit.kafka import create_broker, ensure_topics
 from clarion_kit.logging import get_logger
@@ -171,10 +172,13 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         description="Domain events in; users' inboxes, preferences and push subscriptions.",
         lifespan=_lifespan(settings),
         telemetry=http_telemetry(),
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        # The built-in pages load their assets from a CDN: blank offline.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
+    if docs:
+        serve_api_docs(app)
     app.state.runtime = None
     checks = _DelegatingChecks()
     app.state.health = checks
