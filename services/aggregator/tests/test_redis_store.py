@@ -17,6 +17,7 @@ from clarion_aggregator.adapters.redis_store import (
     AggregateInput,
     DigestEntry,
     RedisStateStore,
+    StateLost,
 )
 from clarion_aggregator.domain.grouping import InMemoryGroups, Outcome, notification_id
 from clarion_contracts.v1 import Preferences, PresenceEvent, UserProfile
@@ -30,6 +31,8 @@ MIN = 60_000
 @pytest.fixture
 async def store(devstack: Any, redis_prefix: str) -> AsyncIterator[RedisStateStore]:
     client = aioredis.Redis.from_url(devstack.redis_url)
+    # A built state: the aggregation script refuses to run without the marker.
+    await client.hset(redis_prefix + "agg:state", mapping={"epoch": "test", "built_ms": 0})
     try:
         yield RedisStateStore(client, redis_prefix, ttl_seconds=3600)
     finally:
@@ -208,3 +211,17 @@ async def test_unfinished_digest_is_claimed_again_after_the_lease(store: RedisSt
     assert await store.claim_due_digests(50, lease_ms=100) == []
     (again,) = await store.claim_due_digests(110, lease_ms=100)
     assert again.items == {"n1": "v"}
+
+
+async def test_aggregation_refuses_to_run_without_the_state_marker(
+    store: RedisStateStore,
+) -> None:
+    first = await store.aggregate_many([pair("e1", 0, "a")])
+    assert first[0] is not None and first[0].outcome is Outcome.CREATED
+    # What FLUSHALL or a restart without persistence does to this store's keys.
+    keys = [k async for k in store.redis.scan_iter(match=store.prefix + "*")]
+    await store.redis.delete(*keys)
+    with pytest.raises(StateLost):
+        await store.aggregate_many([pair("e1", 0, "a"), pair("e2", 1, "b")], chunk=1)
+    # Refused means untouched: no group, open pointer or dedup key was written.
+    assert [k async for k in store.redis.scan_iter(match=store.prefix + "*")] == []

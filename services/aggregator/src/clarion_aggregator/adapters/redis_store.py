@@ -14,6 +14,8 @@ Keys (``P`` = ``settings.redis_prefix`` + ``"agg:"``):
 | ``P presence:<user>`` | hash | gateway instance id -> live sessions (online when non-empty) |
 | ``P digest:due`` | sorted set | ``<recipient>|<period key>`` scored by due time (epoch ms) |
 | ``P digest:<recipient>|<period key>`` | hash | notification id -> ``EmailItem`` JSON |
+| ``P state`` | hash | state marker: ``epoch`` (random), ``built_ms`` (see :mod:`.rebuild_store`) |
+| ``P state:lock`` | string | token of the instance rebuilding the state |
 
 A digest hash also keeps ``~period`` -> ``"<start ms> <due ms>"``.
 
@@ -34,6 +36,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from clarion_aggregator.domain.grouping import MAX_EVENT_IDS, Outcome
 from clarion_contracts.v1 import Preferences, PresenceEvent, PresenceStatus, UserProfile
@@ -47,7 +50,13 @@ AGGREGATE_LUA = """
 --    ctx: context JSON (string), al: 1 when this version wants an alert, th: throttle ms}
 -- Returns a JSON array of {o: outcome, n: id, s: {stored fields}, k: actor count};
 -- s is empty when a duplicate's group already expired, and holds ctx only for duplicates.
+-- Refuses (error CLARION_STATE_LOST) when the state marker is missing: Redis lost the
+-- groups and dedup keys, and aggregating on empty state would fork groups and make
+-- redeliveries look new (see clarion_aggregator.handlers.rebuild).
 local prefix = ARGV[1]
+if redis.call('EXISTS', prefix .. 'state') == 0 then
+  return redis.error_reply('CLARION_STATE_LOST state marker missing')
+end
 local items = cjson.decode(ARGV[2])
 local out = {}
 
@@ -198,6 +207,14 @@ return 1
 """
 
 PERIOD_FIELD = "~period"
+
+STATE_LOST_ERROR = "CLARION_STATE_LOST"
+"""Prefix of the error the aggregation script answers when the state marker is missing."""
+
+
+class StateLost(Exception):
+    """Redis no longer holds the aggregation state (restart without persistence,
+    FLUSHALL, failover to an empty replica): nothing was aggregated; rebuild, then retry."""
 
 
 @dataclass(frozen=True)
@@ -371,6 +388,8 @@ class RedisStateStore:
         per input, in order (``None`` when a duplicate's group state already expired).
 
         Raises:
+            StateLost: the state marker is missing (a chunk that saw it missing
+                changed nothing; chunks run before the loss were wiped with it).
             redis.exceptions.RedisError: Redis failed; some pairs may be applied,
                 which redelivery handles (they come back as duplicates).
         """
@@ -401,11 +420,16 @@ class RedisStateStore:
                 ]
             )
 
-        replies = await evalsha_many(
-            self.redis,
-            self._aggregate,
-            [((), (self.prefix, payload(start))) for start in range(0, len(items), chunk)],
-        )
+        try:
+            replies = await evalsha_many(
+                self.redis,
+                self._aggregate,
+                [((), (self.prefix, payload(start))) for start in range(0, len(items), chunk)],
+            )
+        except ResponseError as exc:
+            if STATE_LOST_ERROR in str(exc):
+                raise StateLost(str(exc)) from exc
+            raise
         results = [r for reply in replies for r in orjson.loads(reply)]
         return [
             GroupSnapshot.from_reply(r, it.context) for r, it in zip(results, items, strict=True)
