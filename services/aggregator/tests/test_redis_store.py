@@ -217,7 +217,8 @@ async def test_aggregation_refuses_to_run_without_the_state_marker(
     store: RedisStateStore,
 ) -> None:
     first = await store.aggregate_many([pair("e1", 0, "a")])
-    assert first[0] is not None and first[0].outcome is Outcome.CREATED
+    assert first[0] is not None
+    assert first[0].outcome is Outcome.CREATED
     # What FLUSHALL or a restart without persistence does to this store's keys.
     keys = [k async for k in store.redis.scan_iter(match=store.prefix + "*")]
     await store.redis.delete(*keys)

@@ -25,8 +25,13 @@ async def scan_topic(
     since_ms: int | None = None,
     max_records: int = 5000,
 ) -> AsyncIterator[list[ConsumerRecord[Any, Any]]]:
-    """Yield batches of ``topic``'s records, per partition in offset order, up to the
-    end offsets taken when the scan starts.
+    """Yield batches of ``topic``'s records, per partition in offset order, until the
+    scan has caught up with each partition's end.
+
+    A partition is caught up once the scan passed the end offset reported when it
+    started AND a fetch from there returned nothing: the embedded broker reports the
+    base offset of a partition's last record batch + 1 as its end, short of the
+    batch's other records, so that end alone would miss acknowledged records.
 
     Args:
         settings: broker address and fetch wait.
@@ -67,19 +72,19 @@ async def scan_topic(
             starts = await _starts_at(consumer, tps, since_ms, starts, ends)
         remaining: dict[TopicPartition, int] = {}
         for tp in tps:
-            if starts[tp] < ends[tp]:
-                consumer.seek(tp, starts[tp])
-                remaining[tp] = starts[tp]
+            consumer.seek(tp, starts[tp])
+            remaining[tp] = starts[tp]
         while remaining:
             fetched = await consumer.getmany(*remaining, timeout_ms=500, max_records=max_records)
             batch: list[ConsumerRecord[Any, Any]] = []
-            for tp, records in fetched.items():
-                expected = remaining.get(tp)
-                if expected is None:
+            for tp in list(remaining):
+                expected = remaining[tp]
+                records = fetched.get(tp, [])
+                if not records and expected >= ends[tp]:
+                    # Past the reported end and nothing more to fetch: caught up.
+                    del remaining[tp]
                     continue
                 for rec in records:
-                    if rec.offset >= ends[tp]:
-                        break
                     if rec.offset != expected:
                         log.warning(
                             "scan_gap", topic=topic, partition=tp.partition, offset=expected
@@ -88,10 +93,7 @@ async def scan_topic(
                         break
                     batch.append(rec)
                     expected += 1
-                if expected >= ends[tp]:
-                    del remaining[tp]
-                else:
-                    remaining[tp] = expected
+                remaining[tp] = expected
             if batch:
                 yield batch
     finally:

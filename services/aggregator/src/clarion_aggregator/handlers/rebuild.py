@@ -39,20 +39,28 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from clarion_aggregator.adapters.rebuild_store import RebuildStore
-from clarion_aggregator.adapters.redis_store import RedisStateStore
+from clarion_aggregator.adapters.redis_store import RedisStateStore, StateLost
 from clarion_aggregator.adapters.topic_scan import scan_topic
 from clarion_aggregator.domain.clock import Clock, to_ms
 from clarion_aggregator.domain.rebuild import StateRebuild
+from clarion_aggregator.handlers.pipeline import BatchResult, Pipeline
 from clarion_aggregator.metrics import AggregatorMetrics
 from clarion_aggregator.settings import AggregatorSettings
 from clarion_contracts.base import ContractModel
 from clarion_contracts.registry import NOTIFICATIONS, PREFERENCES, PRESENCE, USER_PROFILES
-from clarion_contracts.v1 import Notification, Preferences, PresenceEvent, UserProfile
+from clarion_contracts.v1 import (
+    DomainEvent,
+    Notification,
+    Preferences,
+    PresenceEvent,
+    UserProfile,
+)
 from clarion_kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -181,6 +189,30 @@ class StateRebuilder:
                         if event is not None:
                             await self.store.put_presence(event)
         return count
+
+
+async def process_rebuilding(
+    pipeline: Pipeline,
+    rebuilder: StateRebuilder | None,
+    events: Sequence[DomainEvent],
+    headers: Sequence[Any] | None = None,
+) -> BatchResult:
+    """:meth:`Pipeline.process`, waiting for a rebuild and trying again whenever the
+    state turns out lost (what the domain-event subscriber runs for each batch).
+
+    Raises:
+        StateLost: without a ``rebuilder``.
+        Exception: what :meth:`Pipeline.process` or the rebuild raise otherwise.
+    """
+    while True:
+        try:
+            return await pipeline.process(events, headers)
+        except StateLost:
+            if rebuilder is None:
+                raise
+            # Consumption of domain events waits here until the state is back.
+            log.warning("state_lost", events=len(events))
+            await rebuilder.ensure()
 
 
 def _parse(model: type[M], value: Any) -> M | None:

@@ -35,9 +35,9 @@ from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from clarion_aggregator.adapters.kafka import KafkaPublisher, OutRecord
-from clarion_aggregator.adapters.redis_store import RedisStateStore, StateLost
+from clarion_aggregator.adapters.redis_store import RedisStateStore
 from clarion_aggregator.handlers.pipeline import Pipeline
-from clarion_aggregator.handlers.rebuild import StateRebuilder
+from clarion_aggregator.handlers.rebuild import StateRebuilder, process_rebuilding
 from clarion_aggregator.metrics import AggregatorMetrics
 from clarion_aggregator.settings import AggregatorSettings
 from clarion_contracts.base import ContractModel
@@ -163,16 +163,7 @@ def register(
         topic = settings.topic(DOMAIN_EVENTS)
         attrs = {"messaging.destination.name": topic}
         with continue_traces(f"{topic} process", headers, attributes=attrs) as carriers:
-            while True:
-                try:
-                    await pipeline.process(events, carriers)
-                    break
-                except StateLost:
-                    if rebuilder is None:
-                        raise
-                    # Consumption of domain events waits here until the state is back.
-                    log.warning("state_lost", events=len(events))
-                    await rebuilder.ensure()
+            await process_rebuilding(pipeline, rebuilder, events, carriers)
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def on_state(records: list[ConsumerRecord[Any, Any]]) -> None:
