@@ -5,7 +5,8 @@ stack, no persistence), so the test can kill it without touching the shared one.
 Connected sessions must be told to refetch (close 4009), whether or not a frame
 arrives for their user after the loss; a reconnect with the old offset gets
 ``recovered: false``; frames consumed during and after the outage are in the
-user's new stream.
+user's new stream. When Redis kept its data, frames published while the pub/sub
+connection was down reach the sessions once it is back.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed
 
 from clarion_devstack.stack import redis_server_bin
+from clarion_gateway.domain.entries import entry_from_notification
 from clarion_gateway.protocol import CloseCode
 
 pytestmark = pytest.mark.integration
@@ -128,3 +130,29 @@ async def test_redis_restarted_empty_makes_every_session_refetch(
         return state.top_seq >= 2 and {"a2", "a3"} <= ids
 
     await harness.wait_for(both_appended, timeout=30, what="a2 and a3 in the new epoch")
+
+
+async def test_frames_published_while_pubsub_was_down_are_filled_on_reconnect(
+    harness: Any, own_redis: RedisServer
+) -> None:
+    gw = await harness.gateway(kafka=False, redis_url=own_redis.url)
+    client = await harness.client(gw, "pia")
+    history = gw.history
+    await history.append(entry_from_notification(harness.notification("pia", "p1")))
+    await client.recv_until(1)
+    # The last frame before a quiet period is published while this instance's
+    # pub/sub connection is down: no later frame reveals the hole.
+    real_channel = history.channel
+    history.channel = lambda user: "nobody-listens"  # type: ignore[method-assign]
+    try:
+        await history.append(entry_from_notification(harness.notification("pia", "p2")))
+    finally:
+        history.channel = real_channel  # type: ignore[method-assign]
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    finally:
+        await admin.aclose()
+    frames = await client.recv_until(2)
+    assert [f["notification"]["notification_id"] for f in frames] == ["p1", "p2"]
+    assert frames[1]["offset"].split(":")[0] == frames[0]["offset"].split(":")[0]
