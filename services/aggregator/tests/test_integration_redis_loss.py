@@ -12,6 +12,7 @@ no version number with two contents.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -221,3 +222,52 @@ async def test_losing_redis_mid_stream_gives_the_notifications_of_an_undisturbed
     assert sorted(n.version for n in distinct_versions(got)) == sorted(
         n.version for n in distinct_versions(expected)
     )
+
+
+async def test_two_instances_rebuild_once(
+    settings_factory: Callable[..., AggregatorSettings],
+) -> None:
+    settings = settings_factory(rebuild_settle_seconds=0.3)
+    await ensure_topics(settings)
+    a = build_service(settings.model_copy(update={"instance_id": "a"}), serve_http=False)
+    b = build_service(settings.model_copy(update={"instance_id": "b"}), serve_http=False)
+    runs: list[str] = []
+    for name, service in (("a", a), ("b", b)):
+        rebuild = service.rebuilder._rebuild
+
+        async def counted(
+            token: str, lease_ms: int, name: str = name, rebuild: Any = rebuild
+        ) -> bool:
+            runs.append(name)
+            return bool(await rebuild(token, lease_ms))
+
+        service.rebuilder._rebuild = counted  # type: ignore[method-assign]
+    try:
+        rebuilt = await asyncio.gather(a.rebuilder.ensure(), b.rebuilder.ensure())
+        # One took the lock and rebuilt; the other waited for its marker.
+        assert len(runs) == 1
+        assert sorted(rebuilt) == [False, True]
+        marker = await a.rebuilder.rebuild_store.marker()
+        assert marker is not None
+        assert not await a.rebuilder.rebuild_store.lock_held()
+    finally:
+        await a.redis.aclose()
+        await b.redis.aclose()
+
+
+async def test_a_loss_during_the_rebuild_leaves_no_marker(
+    settings_factory: Callable[..., AggregatorSettings],
+) -> None:
+    service = build_service(settings_factory(), serve_http=False)
+    store = service.rebuilder.rebuild_store
+    try:
+        assert await store.acquire("mine", 10_000)
+        assert not await store.acquire("theirs", 10_000)
+        await service.redis.delete(store.lock_key)  # what FLUSHALL does meanwhile
+        assert await store.finish("mine", 0) is None
+        assert await store.marker() is None
+        assert await store.acquire("mine", 10_000)
+        assert await store.finish("mine", 0) is not None
+        assert await store.marker() is not None
+    finally:
+        await service.redis.aclose()
