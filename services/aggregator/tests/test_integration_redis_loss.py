@@ -6,8 +6,8 @@ whose Redis state is wiped (what FLUSHALL or a restart without persistence does
 to the service's keys) three times: between two batches; after a batch's Lua
 update and publish but before its offset commit (the batch is redelivered onto
 the empty Redis); after a batch's Lua update but before its publish. Both runs
-must publish the same notifications: same ids, same final versions and contents,
-no version number with two contents.
+must publish the same notifications (same ids, same final versions and contents,
+no version number with two contents) and end with the same digest buffers.
 """
 
 from __future__ import annotations
@@ -76,17 +76,28 @@ async def read_notifications(settings: AggregatorSettings) -> list[Notification]
     ]
 
 
+async def buffered_digests(service: AggregatorService) -> dict[str, dict[bytes, bytes]]:
+    """Every buffered digest: ``recipient|period`` -> notification id -> EmailItem JSON."""
+    prefix = service.store.prefix + "digest:"
+    out = {}
+    async for key in service.redis.scan_iter(match=prefix + "*"):
+        name = key.decode().removeprefix(prefix)
+        if name != "due":
+            out[name] = await service.redis.hgetall(key)
+    return out
+
+
 async def run(
     devstack: Any,
     producer: AIOKafkaProducer,
     events: Sequence[DomainEvent],
     prefs: Preferences,
     chaos: Chaos | None = None,
-) -> tuple[list[Notification], list[str]]:
+) -> tuple[list[Notification], list[str], dict[str, dict[bytes, bytes]]]:
     """Deliver ``events`` in batches of 10 as the domain-event subscriber does
     (:func:`process_rebuilding`); ``chaos(service, batch number)`` may disturb a
     batch and must then deliver it itself. Returns every notification published
-    and the state epochs seen after each batch.
+    the state epochs seen after each batch and the digest buffers at the end.
 
     Batches are handed over directly rather than through the consumer group, so both
     runs see exactly the same batches and each loss falls at a known point of a batch.
@@ -119,7 +130,8 @@ async def run(
             marker = await service.rebuilder.rebuild_store.marker()
             assert marker is not None
             epochs.append(marker["epoch"])
-    return await read_notifications(settings), epochs
+        digests = await buffered_digests(service)
+    return await read_notifications(settings), epochs, digests
 
 
 def final(notes: list[Notification]) -> dict[str, tuple[Any, ...]]:
@@ -169,7 +181,7 @@ async def test_losing_redis_mid_stream_gives_the_notifications_of_an_undisturbed
             "categories": {"social": {"push": False, "email": False}},
         }
     )
-    expected, _ = await run(devstack, producer, events, prefs)
+    expected, _, expected_digests = await run(devstack, producer, events, prefs)
 
     disturbed: list[str] = []
 
@@ -208,7 +220,7 @@ async def test_losing_redis_mid_stream_gives_the_notifications_of_an_undisturbed
             return True
         return False
 
-    got, epochs = await run(devstack, producer, events, prefs, chaos)
+    got, epochs, digests = await run(devstack, producer, events, prefs, chaos)
 
     assert len(disturbed) == 3
     # Each loss was detected and the state rebuilt under a new state epoch.
@@ -218,6 +230,9 @@ async def test_losing_redis_mid_stream_gives_the_notifications_of_an_undisturbed
     want = final(expected)
     assert len(want) > 12  # windows closed and reopened along the way
     assert final(got) == want
+    # The daily digests not due yet hold the same items (the latest versions).
+    assert expected_digests
+    assert digests == expected_digests
     # Every event made exactly one version: nothing lost, nothing absorbed twice.
     assert sorted(n.version for n in distinct_versions(got)) == sorted(
         n.version for n in distinct_versions(expected)

@@ -10,8 +10,8 @@ import orjson
 
 from clarion_aggregator.domain.clock import from_ms, to_ms
 from clarion_aggregator.domain.grouping import MAX_EVENT_IDS, GroupState, InMemoryGroups
-from clarion_aggregator.domain.rebuild import StateRebuild, group_fields
-from clarion_contracts.v1 import Notification
+from clarion_aggregator.domain.rebuild import StateRebuild, group_fields, restore_digest_items
+from clarion_contracts.v1 import Notification, Preferences
 
 T0 = to_ms(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
 MIN = 60_000
@@ -149,11 +149,35 @@ def test_group_fields_restore_the_context_the_pipeline_stores() -> None:
     }
 
 
-def test_notifications_routed_to_a_digest_are_counted() -> None:
+def test_only_notifications_routed_to_a_digest_are_digest_candidates() -> None:
     groups = run([("p1", T0, "a"), ("p2", T0, "a"), ("p3", T0, "a")])
     notes = [
         groups[0].model_copy(update={"channels": ["in_app", "email"]}),
         groups[1].model_copy(update={"channels": ["in_app", "email"], "priority": "high"}),
         groups[2],
     ]
-    assert fold(notes).digest_candidates() == 1
+    assert fold(notes).digest_candidates() == [notes[0]]
+
+
+def test_digest_items_return_to_the_period_they_were_routed_to_while_not_due() -> None:
+    (a, b) = [
+        n.model_copy(update={"channels": ["in_app", "email"]})
+        for n in run([("p1", T0, "a"), ("p2", T0, "b")])
+    ]
+    hourly = Preferences.model_validate(
+        {"user_id": "bob", "updated_at": from_ms(T0), "email_digest": "hourly"}
+    )
+    # updated_at is 12:00:00.001 UTC: the hourly period 12:00-13:00, the daily one
+    # (default 09:00 local, profile zone Europe/Paris = UTC+1) ends at 08:00 UTC next day.
+    items, past_due = restore_digest_items([a], {"bob": hourly}, {}, from_ms(T0 + 30 * MIN))
+    assert past_due == 0
+    (item,) = items
+    assert (item.period.start, item.period.end) == (from_ms(T0), from_ms(T0 + 60 * MIN))
+    assert (item.item.notification_id, item.item.version) == (a.notification_id, 1)
+    assert item.item.title == a.title
+    items, past_due = restore_digest_items([a], {"bob": hourly}, {}, from_ms(T0 + 60 * MIN))
+    assert (items, past_due) == ([], 1)
+    items, _ = restore_digest_items([b], {}, {"bob": "Europe/Paris"}, from_ms(T0 + 60 * MIN))
+    assert items[0].period.end == datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
+    off = hourly.model_copy(update={"email_digest": "off"})
+    assert restore_digest_items([a], {"bob": off}, {}, from_ms(T0)) == ([], 0)

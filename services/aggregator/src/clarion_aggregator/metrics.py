@@ -80,6 +80,6 @@ class AggregatorMetrics:
             ),
             digest_items_unrestored=counter(
                 "rebuild_digest_items_unrestored_total",
-                "Notifications routed to a digest whose buffered item a rebuild cannot restore",
+                "Digest items a state rebuild left out because their digest was already due",
             ),
         )

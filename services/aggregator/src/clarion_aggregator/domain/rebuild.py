@@ -18,6 +18,10 @@ the versions read from that topic (in topic order) into what the Lua script need
   ``v``'s ``event_ids[0]`` is the event that produced it, so every event whose
   version reached the topic is remembered, even beyond the list's cap.
 
+Digest buffers are restored too (:func:`restore_digest_items`): the latest version
+of each notification routed to a digest goes back into its period's digest when
+that digest is not due yet.
+
 Known approximations: an actor hidden behind a placeholder who acts again is
 counted once more; the push/immediate-email throttle restarts (no alert time is
 published); a group published only before the part read is not restored (an
@@ -27,13 +31,17 @@ back further than the longest aggregation window).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 
 from clarion_aggregator.domain.clock import to_ms
+from clarion_aggregator.domain.routing import effective_timezone
+from clarion_aggregator.domain.schedule import DigestPeriod, digest_period, zone
 from clarion_contracts.base import Channel, Priority
-from clarion_contracts.v1 import Notification
+from clarion_contracts.v1 import EmailItem, Notification, Preferences
 
 _DIGEST_PRIORITIES = frozenset({Priority.LOW, Priority.NORMAL})
 
@@ -143,14 +151,18 @@ class StateRebuild:
         for event_id in note.event_ids:
             self._seen[(note.recipient_id, str(event_id))] = nid
 
-    def digest_candidates(self) -> int:
-        """Notifications whose latest version went into an email digest (the email
-        channel at priority low or normal), which a rebuild does not restore."""
-        return sum(
-            1
+    def digest_candidates(self) -> list[Notification]:
+        """Latest versions that went into an email digest: the email channel at
+        priority low or normal (high and urgent are emailed at once)."""
+        return [
+            note
             for note in self._latest.values()
             if Channel.EMAIL in note.channels and note.priority in _DIGEST_PRIORITIES
-        )
+        ]
+
+    def latest(self) -> list[Notification]:
+        """The latest version read of each notification."""
+        return list(self._latest.values())
 
     def result(self) -> RebuiltState:
         """The state to write back (see the module docstring)."""
@@ -172,3 +184,59 @@ class StateRebuild:
                 best[key] = rank
                 state.open_groups[key] = nid
         return state
+
+
+@dataclass(frozen=True)
+class RestoredDigestItem:
+    """A digest item to buffer again: the period it belongs to and the ``EmailItem``."""
+
+    recipient_id: str
+    period: DigestPeriod
+    item: EmailItem
+
+
+def restore_digest_items(
+    notes: Iterable[Notification],
+    prefs: Mapping[str, Preferences | None],
+    profile_timezones: Mapping[str, str | None],
+    now: datetime,
+) -> tuple[list[RestoredDigestItem], int]:
+    """The digest items of ``notes`` (from :meth:`StateRebuild.digest_candidates`) whose
+    digest is not due yet at ``now``, so cannot have been sent.
+
+    A version was routed when it was made (its ``updated_at``), into the period
+    :func:`~clarion_aggregator.domain.schedule.digest_period` gives for that instant
+    with the user's digest schedule, hour and timezone (read from ``prefs`` and
+    ``profile_timezones`` as they are now). Returns the items and how many were
+    left out because their digest was due before ``now``: those were sent, unless
+    Redis lost them in the last flusher interval before their due time.
+    """
+    items: list[RestoredDigestItem] = []
+    past_due = 0
+    for note in notes:
+        user_prefs = prefs.get(note.recipient_id)
+        schedule = user_prefs.email_digest if user_prefs is not None else "daily"
+        hour = user_prefs.digest_hour if user_prefs is not None else 9
+        tz = zone(effective_timezone(user_prefs, profile_timezones.get(note.recipient_id)))
+        period = digest_period(note.updated_at, schedule, tz, hour)
+        if period is None:
+            continue
+        if period.end <= now:
+            past_due += 1
+            continue
+        item = EmailItem.model_validate(
+            {
+                "notification_id": note.notification_id,
+                "version": note.version,
+                "type": note.type,
+                "category": note.category,
+                "title": note.title,
+                "body": note.body,
+                "body_html": note.body_html,
+                "url": note.url,
+                "actor_count": note.actor_count,
+                "occurred_at": note.last_occurred_at,
+            }
+        )
+        items.append(RestoredDigestItem(note.recipient_id, period, item))
+    return items, past_due

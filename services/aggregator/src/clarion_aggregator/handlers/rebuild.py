@@ -25,13 +25,13 @@ handler is the one awaiting it). One instance rebuilds under the lock
 Redelivered domain events (consumed after the last offset commit) then dedup
 against the rebuilt ``seen:`` keys, or join the rebuilt groups with the next version.
 
-Digest buffers are NOT rebuilt: items buffered for an hourly/daily digest that was
-not yet sent when Redis lost them are not emailed (the notifications stay in the
-inbox, and later versions of the same notifications enter a new digest). Each
-rebuild counts the notifications read whose latest version was routed to a digest
-(email channel, priority low or normal) in
-``clarion_aggregator_rebuild_digest_items_unrestored_total`` and logs the figure:
-an upper bound of the items lost (those whose digest was already sent lost nothing).
+Digest buffers are rebuilt from the same read: the latest version of each
+notification routed to a digest (email channel, priority low or normal) goes back
+into the digest of the period it was routed to, when that digest is not due yet
+(:func:`~clarion_aggregator.domain.rebuild.restore_digest_items`). Items of digests
+already due are left out and counted in
+``clarion_aggregator_rebuild_digest_items_unrestored_total``: they were sent, unless
+Redis lost them within the last flusher interval before their due time.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from clarion_aggregator.adapters.rebuild_store import RebuildStore
-from clarion_aggregator.adapters.redis_store import RedisStateStore, StateLost
+from clarion_aggregator.adapters.redis_store import DigestEntry, RedisStateStore, StateLost
 from clarion_aggregator.adapters.topic_scan import scan_topic
 from clarion_aggregator.domain.clock import Clock, to_ms
-from clarion_aggregator.domain.rebuild import StateRebuild
+from clarion_aggregator.domain.rebuild import StateRebuild, restore_digest_items
 from clarion_aggregator.handlers.pipeline import BatchResult, Pipeline
 from clarion_aggregator.metrics import AggregatorMetrics
 from clarion_aggregator.settings import AggregatorSettings
@@ -152,12 +152,12 @@ class StateRebuilder:
             await self.rebuild_store.extend(token, lease_ms)
         state = fold.result()
         await self.rebuild_store.restore(state, self.settings.state_ttl_seconds)
+        digests, past_due = await self._restore_digests(fold)
         epoch = await self.rebuild_store.finish(token, to_ms(self.clock.now()))
         if epoch is None:
             log.warning("state_rebuild_lost_lock")
             return False
-        unrestored = fold.digest_candidates()
-        self.metrics.digest_items_unrestored.inc(unrestored)
+        self.metrics.digest_items_unrestored.inc(past_due)
         self.metrics.rebuilds.inc()
         log.warning(
             "state_rebuilt",
@@ -166,10 +166,37 @@ class StateRebuilder:
             versions_read=fold.versions_read,
             groups=len(state.groups),
             dedup_keys=len(state.seen),
-            digest_items_unrestored=unrestored,
+            digest_items=digests,
+            digest_items_past_due=past_due,
             seconds=round(time.perf_counter() - started, 3),
         )
         return True
+
+    async def _restore_digests(self, fold: StateRebuild) -> tuple[int, int]:
+        candidates = fold.digest_candidates()
+        if not candidates:
+            return 0, 0
+        users = await self.store.load_contexts(n.recipient_id for n in candidates)
+        items, past_due = restore_digest_items(
+            candidates,
+            {uid: ctx.prefs for uid, ctx in users.items()},
+            {uid: ctx.timezone for uid, ctx in users.items()},
+            self.clock.now(),
+        )
+        await self.store.add_digest_items(
+            [
+                DigestEntry(
+                    recipient_id=it.recipient_id,
+                    period_key=it.period.key,
+                    period_start_ms=to_ms(it.period.start),
+                    due_ms=to_ms(it.period.end),
+                    notification_id=it.item.notification_id,
+                    item_json=it.item.model_dump_json(),
+                )
+                for it in items
+            ]
+        )
+        return len(items), past_due
 
     async def _materialise(self) -> int:
         count = 0
