@@ -55,6 +55,14 @@ class AggregatorSettings(ServiceSettings):
     fanout_batch_size: int = Field(default=2000, ge=1)
     digest_interval_seconds: float = Field(default=5.0, gt=0)
     digest_lease_seconds: float = Field(default=120.0, gt=0)
-    rebuild_lookback_seconds: float = Field(default=3 * 3600.0, gt=0)
-    rebuild_settle_seconds: float = Field(default=2.0, ge=0)
-    rebuild_lock_seconds: float = Field(default=60.0, gt=0)
+    rebuild_lookback_seconds: float = Field(
+        default=3 * 3600.0,
+        gt=0,
+        description="How far back a Redis state rebuild reads the notifications topic",
+    )
+    rebuild_settle_seconds: float = Field(
+        default=2.0, ge=0, description="Wait before a rebuild takes the topics' ends"
+    )
+    rebuild_lock_seconds: float = Field(
+        default=60.0, gt=0, description="Lease of the rebuild lock (renewed while reading)"
+    )
