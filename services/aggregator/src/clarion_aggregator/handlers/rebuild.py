@@ -138,8 +138,7 @@ class StateRebuilder:
         started = time.perf_counter()
         log.warning("state_rebuild_started", instance=self.settings.instance_id)
         await asyncio.sleep(self.settings.rebuild_settle_seconds)
-        users = await self._materialise()
-        await self.rebuild_store.extend(token, lease_ms)
+        users = await self._materialise(token, lease_ms)
         fold = StateRebuild()
         since_ms = to_ms(self.clock.now()) - int(self.settings.rebuild_lookback_seconds * 1000)
         async for records in scan_topic(
@@ -198,10 +197,11 @@ class StateRebuilder:
         )
         return len(items), past_due
 
-    async def _materialise(self) -> int:
+    async def _materialise(self, token: str, lease_ms: int) -> int:
         count = 0
         for spec in (PREFERENCES, USER_PROFILES, PRESENCE):
             async for records in scan_topic(self.settings, self.settings.topic(spec)):
+                await self.rebuild_store.extend(token, lease_ms)
                 if spec is PREFERENCES:
                     prefs = [p for r in records if (p := _parse(Preferences, r.value))]
                     await self.store.put_preferences_many(prefs)
