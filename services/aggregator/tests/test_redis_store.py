@@ -226,3 +226,18 @@ async def test_aggregation_refuses_to_run_without_the_state_marker(
         await store.aggregate_many([pair("e1", 0, "a"), pair("e2", 1, "b")], chunk=1)
     # Refused means untouched: no group, open pointer or dedup key was written.
     assert [k async for k in store.redis.scan_iter(match=store.prefix + "*")] == []
+
+
+async def test_aggregation_refuses_to_run_on_another_generation_of_the_state(
+    store: RedisStateStore,
+) -> None:
+    # The state was rebuilt (new epoch) since this instance last looked: the rest of
+    # its batch must not run on it out of order.
+    store.state_epoch = "before-the-rebuild"
+    with pytest.raises(StateLost):
+        await store.aggregate_many([pair("e1", 0, "a")])
+    assert [k async for k in store.redis.scan_iter(match=store.prefix + "seen:*")] == []
+    store.state_epoch = "test"
+    (snap,) = await store.aggregate_many([pair("e1", 0, "a")])
+    assert snap is not None
+    assert snap.outcome is Outcome.CREATED

@@ -50,12 +50,16 @@ AGGREGATE_LUA = """
 --    ctx: context JSON (string), al: 1 when this version wants an alert, th: throttle ms}
 -- Returns a JSON array of {o: outcome, n: id, s: {stored fields}, k: actor count};
 -- s is empty when a duplicate's group already expired, and holds ctx only for duplicates.
--- Refuses (error CLARION_STATE_LOST) when the state marker is missing: Redis lost the
--- groups and dedup keys, and aggregating on empty state would fork groups and make
--- redeliveries look new (see clarion_aggregator.handlers.rebuild).
+-- ARGV[3] the state epoch the caller knows ('' : any).
+-- Refuses (error CLARION_STATE_LOST) when the state marker is missing (Redis lost the
+-- groups and dedup keys; aggregating on empty state would fork groups and make
+-- redeliveries look new) or names another epoch (the state was rebuilt since the
+-- caller last looked: the rest of its batch must not run on it before the caller
+-- retries the whole batch in order). See clarion_aggregator.handlers.rebuild.
 local prefix = ARGV[1]
-if redis.call('EXISTS', prefix .. 'state') == 0 then
-  return redis.error_reply('CLARION_STATE_LOST state marker missing')
+local epoch = redis.call('HGET', prefix .. 'state', 'epoch')
+if not epoch or (ARGV[3] ~= '' and epoch ~= ARGV[3]) then
+  return redis.error_reply('CLARION_STATE_LOST state marker missing or rebuilt')
 end
 local items = cjson.decode(ARGV[2])
 local out = {}
@@ -364,6 +368,9 @@ class RedisStateStore:
         self.redis = redis
         self.prefix = prefix + "agg:"
         self.ttl_seconds = ttl_seconds
+        # The state epoch the aggregation script must find (None: any); set by the
+        # state rebuilder once the marker is known.
+        self.state_epoch: str | None = None
         self._aggregate = redis.register_script(AGGREGATE_LUA)
         self._contexts = redis.register_script(CONTEXTS_LUA)
         self._digest_add = redis.register_script(DIGEST_ADD_LUA)
@@ -388,8 +395,9 @@ class RedisStateStore:
         per input, in order (``None`` when a duplicate's group state already expired).
 
         Raises:
-            StateLost: the state marker is missing (a chunk that saw it missing
-                changed nothing; chunks run before the loss were wiped with it).
+            StateLost: the state marker is missing or names another epoch than
+                :attr:`state_epoch` (a chunk that saw it so changed nothing; chunks
+                run before a loss were wiped with it).
             redis.exceptions.RedisError: Redis failed; some pairs may be applied,
                 which redelivery handles (they come back as duplicates).
         """
@@ -424,7 +432,10 @@ class RedisStateStore:
             replies = await evalsha_many(
                 self.redis,
                 self._aggregate,
-                [((), (self.prefix, payload(start))) for start in range(0, len(items), chunk)],
+                [
+                    ((), (self.prefix, payload(start), self.state_epoch or ""))
+                    for start in range(0, len(items), chunk)
+                ],
             )
         except ResponseError as exc:
             if STATE_LOST_ERROR in str(exc):

@@ -99,6 +99,9 @@ class StateRebuilder:
     async def ensure(self) -> bool:
         """Return once the state marker exists; rebuild first when it is missing.
 
+        Also hands the marker's state epoch to the store, whose aggregation calls
+        then refuse to run on another generation of the state.
+
         Returns True when this call rebuilt the state. Concurrent calls in one
         process share one rebuild.
 
@@ -108,7 +111,7 @@ class StateRebuilder:
         """
         async with self._running:
             rebuilt = False
-            while await self.rebuild_store.marker() is None:
+            while (marker := await self.rebuild_store.marker()) is None:
                 token = uuid.uuid4().hex
                 lease_ms = int(self.settings.rebuild_lock_seconds * 1000)
                 if not await self.rebuild_store.acquire(token, lease_ms):
@@ -119,6 +122,9 @@ class StateRebuilder:
                 except BaseException:
                     await asyncio.shield(self._release_quietly(token))
                     raise
+            # From now on the aggregation script refuses to run on any other generation
+            # of the state (see AGGREGATE_LUA).
+            self.store.state_epoch = marker["epoch"]
             return rebuilt
 
     async def _release_quietly(self, token: str) -> None:
