@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from clarion_aggregator.adapters.rebuild_store import RebuildStore
 from clarion_aggregator.adapters.redis_store import (
     AggregateInput,
     DigestEntry,
@@ -20,6 +21,7 @@ from clarion_aggregator.adapters.redis_store import (
     StateLost,
 )
 from clarion_aggregator.domain.grouping import InMemoryGroups, Outcome, notification_id
+from clarion_aggregator.domain.rebuild import RebuiltGroup, RebuiltState
 from clarion_contracts.v1 import Preferences, PresenceEvent, UserProfile
 
 pytestmark = pytest.mark.integration
@@ -241,3 +243,38 @@ async def test_aggregation_refuses_to_run_on_another_generation_of_the_state(
     (snap,) = await store.aggregate_many([pair("e1", 0, "a")])
     assert snap is not None
     assert snap.outcome is Outcome.CREATED
+
+
+async def test_restored_groups_continue_like_the_lost_ones(store: RedisStateStore) -> None:
+    # A group of 1,200 distinct actors (3 listed), rebuilt from its published version:
+    # the next like must be version 2 with 1,201 actors, a redelivery a duplicate.
+    group = RebuiltGroup(
+        notification_id=notification_id("bob", "post.liked", "post:p1", "e0"),
+        recipient_id="bob",
+        event_type="post.liked",
+        object_ref="post:p1",
+        fields={
+            "version": "1",
+            "first_ms": "0",
+            "last_ms": "0",
+            "first_event": "e0",
+            "actors": json.dumps([["a", "A", None]]),
+            "events": json.dumps(["e0"]),
+            "created_ms": "0",
+            "updated_ms": "0",
+            "ctx": "{}",
+        },
+        actor_ids=("a", *(f"~{i}" for i in range(1, 1200))),
+    )
+    state = RebuiltState(
+        groups={group.notification_id: group},
+        open_groups={group.open_key: group.notification_id},
+        seen={("bob", "e0"): group.notification_id},
+    )
+    await RebuildStore(store.redis, store.prefix.removesuffix("agg:")).restore(state, 3600)
+    joined, again = await store.aggregate_many([pair("e1", 1, "b"), pair("e0", 0, "a")])
+    assert joined is not None
+    assert (joined.outcome, joined.notification_id) == (Outcome.UPDATED, group.notification_id)
+    assert (joined.version, joined.actor_count) == (2, 1201)
+    assert again is not None
+    assert (again.outcome, again.version) == (Outcome.DUPLICATE, 2)

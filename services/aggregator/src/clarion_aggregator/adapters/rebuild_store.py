@@ -17,13 +17,12 @@ so the marker is not set over half-rebuilt state and the rebuild starts over.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
-from itertools import islice
-from typing import TypeVar
 
+import orjson
 import redis.asyncio as aioredis
 
 from clarion_aggregator.domain.rebuild import RebuiltState
+from clarion_kit.redis import evalsha_many
 
 FINISH_LUA = """
 -- KEYS: 1 lock, 2 marker; ARGV: 1 token, 2 epoch, 3 built ms
@@ -33,7 +32,33 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-T = TypeVar("T")
+RESTORE_LUA = """
+-- ARGV: 1 key prefix, 2 ttl seconds, 3 JSON {g: [[id, [field, value, ...], [actor ids]]],
+--       o: [[recipient|type|object ref, id]], s: [[recipient, event id, id]]}
+local prefix = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local data = cjson.decode(ARGV[3])
+for _, g in ipairs(data.g) do
+  local nkey = prefix .. 'n:' .. g[1]
+  local akey = prefix .. 'na:' .. g[1]
+  redis.call('DEL', nkey, akey)
+  redis.call('HSET', nkey, unpack(g[2]))
+  redis.call('EXPIRE', nkey, ttl)
+  local ids = g[3]
+  -- SADD in slices: unpack() of thousands of placeholders would overflow Lua's stack.
+  for i = 1, #ids, 500 do
+    redis.call('SADD', akey, unpack(ids, i, math.min(i + 499, #ids)))
+  end
+  if #ids > 0 then redis.call('EXPIRE', akey, ttl) end
+end
+for _, o in ipairs(data.o) do
+  redis.call('SET', prefix .. 'open:' .. o[1], o[2], 'EX', ttl)
+end
+for _, e in ipairs(data.s) do
+  redis.call('SET', prefix .. 'seen:' .. e[1] .. ':' .. e[2], e[3], 'EX', ttl)
+end
+return 1
+"""
 
 RELEASE_LUA = """
 -- KEYS: 1 lock; ARGV: 1 token, 2 lease ms (0: release)
@@ -41,12 +66,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[2]) > 0 then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return redis.call('DEL', KEYS[1])
 """
-
-
-def _chunks(items: Iterable[T], size: int) -> Iterable[list[T]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 class RebuildStore:
@@ -65,6 +84,7 @@ class RebuildStore:
         self.lock_key = self.prefix + "state:lock"
         self._finish = redis.register_script(FINISH_LUA)
         self._release = redis.register_script(RELEASE_LUA)
+        self._restore = redis.register_script(RESTORE_LUA)
 
     async def marker(self) -> dict[str, str] | None:
         """The state marker (``epoch``, ``built_ms``), or ``None`` when the state is lost."""
@@ -101,35 +121,39 @@ class RebuildStore:
         )
         return epoch if done else None
 
-    async def restore(self, state: RebuiltState, ttl_seconds: int, chunk: int = 500) -> None:
-        """Write groups, open pointers and dedup keys (pipelined, ``chunk`` groups a round).
+    async def restore(self, state: RebuiltState, ttl_seconds: int, chunk: int = 1000) -> None:
+        """Write groups, open pointers and dedup keys with :data:`RESTORE_LUA`.
 
-        Overwrites what it writes; call it only while the marker is missing, when no
-        aggregation runs.
+        ``chunk`` groups (and as many open pointers and dedup keys) per script call,
+        the calls pipelined: one command per key would cost a round of redis-py
+        encoding and parsing each, several times the Redis work. Overwrites what it
+        writes; call it only while the marker is missing, when no aggregation runs.
         """
-        p = self.prefix
-        for groups in _chunks(state.groups.values(), chunk):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for g in groups:
-                    nkey = p + "n:" + g.notification_id
-                    akey = p + "na:" + g.notification_id
-                    pipe.delete(nkey, akey)
-                    pipe.hset(nkey, mapping=g.fields)  # type: ignore[arg-type]
-                    pipe.expire(nkey, ttl_seconds)
-                    if g.actor_ids:
-                        pipe.sadd(akey, *g.actor_ids)
-                        pipe.expire(akey, ttl_seconds)
-                await pipe.execute()
-        for opens in _chunks(state.open_groups.items(), chunk * 4):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key, nid in opens:
-                    pipe.set(p + "open:" + key, nid, ex=ttl_seconds)
-                await pipe.execute()
-        for seen in _chunks(state.seen.items(), chunk * 4):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for (recipient, event_id), nid in seen:
-                    pipe.set(p + "seen:" + recipient + ":" + event_id, nid, ex=ttl_seconds)
-                await pipe.execute()
+        groups = [
+            [g.notification_id, [x for kv in g.fields.items() for x in kv], list(g.actor_ids)]
+            for g in state.groups.values()
+        ]
+        opens = [[key, nid] for key, nid in state.open_groups.items()]
+        seen = [[recipient, event_id, nid] for (recipient, event_id), nid in state.seen.items()]
+        size = max(len(groups), len(opens), len(seen))
+        calls = [
+            (
+                (),
+                (
+                    self.prefix,
+                    ttl_seconds,
+                    orjson.dumps(
+                        {
+                            "g": groups[start : start + chunk],
+                            "o": opens[start : start + chunk],
+                            "s": seen[start : start + chunk],
+                        }
+                    ),
+                ),
+            )
+            for start in range(0, size, chunk)
+        ]
+        await evalsha_many(self.redis, self._restore, calls)
 
 
 def _s(value: bytes | str) -> str:
