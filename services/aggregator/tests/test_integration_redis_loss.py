@@ -24,10 +24,12 @@ from aiokafka import AIOKafkaProducer
 from clarion_aggregator.adapters.kafka import ensure_topics
 from clarion_aggregator.adapters.topic_scan import scan_topic
 from clarion_aggregator.app import AggregatorService, build_service
-from clarion_aggregator.domain.clock import ManualClock
+from clarion_aggregator.domain.clock import ManualClock, to_ms
+from clarion_aggregator.domain.grouping import InMemoryGroups
+from clarion_aggregator.domain.rules import load_rules
 from clarion_aggregator.handlers.rebuild import process_rebuilding
 from clarion_aggregator.settings import AggregatorSettings
-from clarion_contracts.registry import NOTIFICATIONS, PREFERENCES
+from clarion_contracts.registry import DOMAIN_EVENTS, NOTIFICATIONS, PREFERENCES
 from clarion_contracts.v1 import DomainEvent, Notification, Preferences
 
 pytestmark = pytest.mark.integration
@@ -286,3 +288,69 @@ async def test_a_loss_during_the_rebuild_leaves_no_marker(
         assert await store.marker() is not None
     finally:
         await service.redis.aclose()
+
+
+async def test_live_consumer_meets_a_lost_state_rebuilds_and_continues_the_groups(
+    settings_factory: Callable[..., AggregatorSettings],
+    producer: AIOKafkaProducer,
+    wait_until: Any,
+    event: Event,
+) -> None:
+    # Through the real subscriber: the state is lost while the consumer group is live,
+    # the next batch meets StateLost, waits for the rebuild and goes on. Events are
+    # keyed by recipient, so each recipient's order is the reference's.
+    settings = settings_factory(rebuild_settle_seconds=0.1, batch_max_records=7)
+    events = workload(event)[:60]
+    rules = load_rules()
+    reference = InMemoryGroups()
+    want: dict[str, tuple[int, int, list[str]]] = {}
+    for e in events:
+        rule = rules.for_type(e.type)
+        recipient = (e.recipients or [""])[0]
+        _, group = reference.apply(
+            recipient_id=recipient,
+            event_type=e.type,
+            object_ref=e.object.ref,
+            event_id=str(e.event_id),
+            occurred_ms=to_ms(e.occurred_at),
+            actor_id=e.actor.id,
+            actor_name=e.actor.name,
+            window_ms=rule.window_ms,
+            max_actors=rule.max_actors,
+        )
+        want[group.notification_id] = (group.version, group.actor_count, group.event_ids)
+
+    async def produce(part: Sequence[DomainEvent]) -> None:
+        futures = [
+            await producer.send(
+                settings.topic(DOMAIN_EVENTS), e.to_bytes(), key=(e.recipients or ["-"])[0].encode()
+            )
+            for e in part
+        ]
+        await asyncio.gather(*futures)
+
+    async def published(part: Sequence[DomainEvent]) -> bool:
+        made = {n.event_ids[0] for n in await read_notifications(settings)}
+        return {e.event_id for e in part} <= made
+
+    service = build_service(settings, clock=ManualClock(T0), serve_http=False)
+    async with service.app:
+        await produce(events[:30])
+        await wait_until(lambda: published(events[:30]), timeout=60, interval=0.5)
+        before = await service.rebuilder.rebuild_store.marker()
+        await lose_state(service)
+        await produce(events[30:])
+        await wait_until(lambda: published(events), timeout=60, interval=0.5)
+        after = await service.rebuilder.rebuild_store.marker()
+    assert before is not None
+    assert after is not None
+    assert after["epoch"] != before["epoch"]
+    got = await read_notifications(settings)
+    one_content_per_version(got)
+    latest: dict[str, Notification] = {}
+    for n in got:
+        if n.notification_id not in latest or latest[n.notification_id].version < n.version:
+            latest[n.notification_id] = n
+    assert {
+        nid: (n.version, n.actor_count, [str(e) for e in n.event_ids]) for nid, n in latest.items()
+    } == want
