@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from clarion_aggregator.adapters.rebuild_store import RebuildStore
 from clarion_aggregator.adapters.redis_store import (
     AggregateInput,
     DigestEntry,
     RedisStateStore,
+    StateLost,
 )
 from clarion_aggregator.domain.grouping import InMemoryGroups, Outcome, notification_id
+from clarion_aggregator.domain.rebuild import RebuiltGroup, RebuiltState
 from clarion_contracts.v1 import Preferences, PresenceEvent, UserProfile
 
 pytestmark = pytest.mark.integration
@@ -30,6 +33,8 @@ MIN = 60_000
 @pytest.fixture
 async def store(devstack: Any, redis_prefix: str) -> AsyncIterator[RedisStateStore]:
     client = aioredis.Redis.from_url(devstack.redis_url)
+    # A built state: the aggregation script refuses to run without the marker.
+    await client.hset(redis_prefix + "agg:state", mapping={"epoch": "test", "built_ms": 0})
     try:
         yield RedisStateStore(client, redis_prefix, ttl_seconds=3600)
     finally:
@@ -208,3 +213,68 @@ async def test_unfinished_digest_is_claimed_again_after_the_lease(store: RedisSt
     assert await store.claim_due_digests(50, lease_ms=100) == []
     (again,) = await store.claim_due_digests(110, lease_ms=100)
     assert again.items == {"n1": "v"}
+
+
+async def test_aggregation_refuses_to_run_without_the_state_marker(
+    store: RedisStateStore,
+) -> None:
+    first = await store.aggregate_many([pair("e1", 0, "a")])
+    assert first[0] is not None
+    assert first[0].outcome is Outcome.CREATED
+    # What FLUSHALL or a restart without persistence does to this store's keys.
+    keys = [k async for k in store.redis.scan_iter(match=store.prefix + "*")]
+    await store.redis.delete(*keys)
+    with pytest.raises(StateLost):
+        await store.aggregate_many([pair("e1", 0, "a"), pair("e2", 1, "b")], chunk=1)
+    # Refused means untouched: no group, open pointer or dedup key was written.
+    assert [k async for k in store.redis.scan_iter(match=store.prefix + "*")] == []
+
+
+async def test_aggregation_refuses_to_run_on_another_generation_of_the_state(
+    store: RedisStateStore,
+) -> None:
+    # The state was rebuilt (new epoch) since this instance last looked: the rest of
+    # its batch must not run on it out of order.
+    store.state_epoch = "before-the-rebuild"
+    with pytest.raises(StateLost):
+        await store.aggregate_many([pair("e1", 0, "a")])
+    assert [k async for k in store.redis.scan_iter(match=store.prefix + "seen:*")] == []
+    store.state_epoch = "test"
+    (snap,) = await store.aggregate_many([pair("e1", 0, "a")])
+    assert snap is not None
+    assert snap.outcome is Outcome.CREATED
+
+
+async def test_restored_groups_continue_like_the_lost_ones(store: RedisStateStore) -> None:
+    # A group of 1,200 distinct actors (3 listed), rebuilt from its published version:
+    # the next like must be version 2 with 1,201 actors, a redelivery a duplicate.
+    group = RebuiltGroup(
+        notification_id=notification_id("bob", "post.liked", "post:p1", "e0"),
+        recipient_id="bob",
+        event_type="post.liked",
+        object_ref="post:p1",
+        fields={
+            "version": "1",
+            "first_ms": "0",
+            "last_ms": "0",
+            "first_event": "e0",
+            "actors": json.dumps([["a", "A", None]]),
+            "events": json.dumps(["e0"]),
+            "created_ms": "0",
+            "updated_ms": "0",
+            "ctx": "{}",
+        },
+        actor_ids=("a", *(f"~{i}" for i in range(1, 1200))),
+    )
+    state = RebuiltState(
+        groups={group.notification_id: group},
+        open_groups={group.open_key: group.notification_id},
+        seen={("bob", "e0"): group.notification_id},
+    )
+    await RebuildStore(store.redis, store.prefix.removesuffix("agg:")).restore(state, 3600)
+    joined, again = await store.aggregate_many([pair("e1", 1, "b"), pair("e0", 0, "a")])
+    assert joined is not None
+    assert (joined.outcome, joined.notification_id) == (Outcome.UPDATED, group.notification_id)
+    assert (joined.version, joined.actor_count) == (2, 1201)
+    assert again is not None
+    assert (again.outcome, again.version) == (Outcome.DUPLICATE, 2)

@@ -1,7 +1,8 @@
 """The aggregator application: a FastStream app around the pipeline.
 
 ``faststream run clarion_aggregator.app:create_app --factory`` runs it. Start-up
-creates the topics (registry + DLQs), loads the rules, connects Redis, serves
+creates the topics (registry + DLQs), loads the rules, connects Redis, rebuilds
+the Redis state from the topics when it is missing (:mod:`.handlers.rebuild`), serves
 ``/healthz``, ``/readyz`` and ``/metrics`` on ``settings.http_port`` (8003) and
 starts the digest flusher once the broker consumes; shutdown stops the flusher,
 lets the broker commit what it finished, then closes Redis.
@@ -16,12 +17,14 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from clarion_aggregator.adapters.kafka import KafkaPublisher, create_broker, ensure_topics
+from clarion_aggregator.adapters.rebuild_store import RebuildStore
 from clarion_aggregator.adapters.redis_store import RedisStateStore
 from clarion_aggregator.domain.clock import Clock, SystemClock
 from clarion_aggregator.domain.rendering import Renderer
 from clarion_aggregator.domain.rules import load_rules
 from clarion_aggregator.handlers.digest import DigestFlusher
 from clarion_aggregator.handlers.pipeline import Pipeline
+from clarion_aggregator.handlers.rebuild import StateRebuilder
 from clarion_aggregator.handlers.subscribers import register
 from clarion_aggregator.metrics import AggregatorMetrics
 from clarion_aggregator.settings import AggregatorSettings
@@ -44,6 +47,7 @@ class AggregatorService:
     publisher: KafkaPublisher
     pipeline: Pipeline
     flusher: DigestFlusher
+    rebuilder: StateRebuilder
     checks: HealthChecks
     app: FastStream
     health_server: HealthServer | None = None
@@ -83,13 +87,16 @@ def build_service(
         metrics,
     )
     flusher = DigestFlusher(settings, store, publisher, clock, metrics)
-    register(broker, settings, pipeline, store, publisher, metrics)
+    rebuilder = StateRebuilder(
+        settings, store, RebuildStore(redis, settings.redis_prefix), clock, metrics
+    )
+    register(broker, settings, pipeline, store, publisher, metrics, rebuilder)
     checks = HealthChecks()
     checks.add("redis", redis.ping)
     checks.add("kafka", lambda: kafka_ping(broker))
     app = FastStream(broker)
     service = AggregatorService(
-        settings, broker, redis, store, publisher, pipeline, flusher, checks, app
+        settings, broker, redis, store, publisher, pipeline, flusher, rebuilder, checks, app
     )
 
     @app.on_startup
@@ -100,6 +107,9 @@ def build_service(
         # Rules are re-read at each start so an operator's edit applies on restart.
         pipeline.rules = load_rules(settings.rules_path)
         await redis.ping()
+        # No event is aggregated before Redis holds complete state (first start on an
+        # empty Redis, or a restart after it lost its data).
+        await rebuilder.ensure()
         if serve_http:
             service.health_server = HealthServer(
                 health_app(checks), settings.http_host, settings.http_port

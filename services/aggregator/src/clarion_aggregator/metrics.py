@@ -27,6 +27,8 @@ class AggregatorMetrics:
     materialise_dropped: Counter
     batches_failed: Counter
     batch_seconds: Histogram
+    rebuilds: Counter
+    digest_items_unrestored: Counter
 
     @classmethod
     def create(cls) -> AggregatorMetrics:
@@ -72,5 +74,12 @@ class AggregatorMetrics:
                 metric_name(SERVICE, "batch_seconds"),
                 "Time to process one consumed batch of domain events",
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            ),
+            rebuilds=counter(
+                "state_rebuilds_total", "Redis state rebuilt from topics after it was lost"
+            ),
+            digest_items_unrestored=counter(
+                "rebuild_digest_items_unrestored_total",
+                "Digest items a state rebuild left out because their digest was already due",
             ),
         )

@@ -30,6 +30,12 @@ class AggregatorSettings(ServiceSettings):
         digest_interval_seconds: how often the digest flusher looks for due digests.
         digest_lease_seconds: how long a claimed digest is reserved before another
             instance may send it again (crash safety).
+        rebuild_lookback_seconds: how far back (record time) a rebuild reads
+            ``clarion.notifications.v1``; longer than the longest aggregation window
+            plus the consumer lag that may be redelivered.
+        rebuild_settle_seconds: wait before a rebuild takes the topics' ends, so that
+            records other instances were producing when Redis was lost are included.
+        rebuild_lock_seconds: lease of the rebuild lock (renewed while reading).
     """
 
     model_config = SettingsConfigDict(
@@ -49,3 +55,14 @@ class AggregatorSettings(ServiceSettings):
     fanout_batch_size: int = Field(default=2000, ge=1)
     digest_interval_seconds: float = Field(default=5.0, gt=0)
     digest_lease_seconds: float = Field(default=120.0, gt=0)
+    rebuild_lookback_seconds: float = Field(
+        default=3 * 3600.0,
+        gt=0,
+        description="How far back a Redis state rebuild reads the notifications topic",
+    )
+    rebuild_settle_seconds: float = Field(
+        default=2.0, ge=0, description="Wait before a rebuild takes the topics' ends"
+    )
+    rebuild_lock_seconds: float = Field(
+        default=60.0, gt=0, description="Lease of the rebuild lock (renewed while reading)"
+    )

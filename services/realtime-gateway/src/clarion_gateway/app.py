@@ -33,6 +33,7 @@ from clarion_gateway.adapters.pubsub import UserChannels
 from clarion_gateway.domain.delivery import delivered_status
 from clarion_gateway.domain.presence import PresenceLedger
 from clarion_gateway.handlers.connection import handle_connection
+from clarion_gateway.handlers.reconcile import reconcile_sessions
 from clarion_gateway.handlers.records import RecordProcessor
 from clarion_gateway.handlers.session import Session, run_with_timeout
 from clarion_gateway.metrics import GatewayMetrics
@@ -87,6 +88,7 @@ class Gateway:
         self._to_report: list[tuple[str, WireMessage, datetime]] = []
         self._report_wake = asyncio.Event()
         self._ready = False
+        self._reconciling: set[asyncio.Task[tuple[int, int]]] = set()
 
     # ------------------------------------------------------------------ accessors
 
@@ -143,6 +145,7 @@ class Gateway:
             channel_of=self._history.channel,
             deliver=self._on_message,
             control_channel=f"{self.prefix}instance:{s.instance_id}",
+            on_reconnect=self._on_pubsub_reconnect,
         )
         await self._channels.start()
         await self._presence.heartbeat()
@@ -314,6 +317,13 @@ class Gateway:
             self.channels.release(session.user_id)
         self.ledger.leave(session.user_id, time.monotonic())
         self.metrics.connections.dec()
+
+    def _on_pubsub_reconnect(self) -> None:
+        # Frames published while the connection was down (and a history Redis lost
+        # meanwhile) are found by comparing each session with its user's stream.
+        task = asyncio.create_task(reconcile_sessions(self.sessions, self.history))
+        self._reconciling.add(task)
+        task.add_done_callback(self._reconciling.discard)
 
     def _on_message(self, user_id: str, msg: WireMessage) -> None:
         sessions = self.sessions.get(user_id)

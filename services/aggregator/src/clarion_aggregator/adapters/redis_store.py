@@ -14,6 +14,8 @@ Keys (``P`` = ``settings.redis_prefix`` + ``"agg:"``):
 | ``P presence:<user>`` | hash | gateway instance id -> live sessions (online when non-empty) |
 | ``P digest:due`` | sorted set | ``<recipient>|<period key>`` scored by due time (epoch ms) |
 | ``P digest:<recipient>|<period key>`` | hash | notification id -> ``EmailItem`` JSON |
+| ``P state`` | hash | state marker: ``epoch`` (random), ``built_ms`` (see :mod:`.rebuild_store`) |
+| ``P state:lock`` | string | token of the instance rebuilding the state |
 
 A digest hash also keeps ``~period`` -> ``"<start ms> <due ms>"``.
 
@@ -34,6 +36,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from clarion_aggregator.domain.grouping import MAX_EVENT_IDS, Outcome
 from clarion_contracts.v1 import Preferences, PresenceEvent, PresenceStatus, UserProfile
@@ -47,7 +50,17 @@ AGGREGATE_LUA = """
 --    ctx: context JSON (string), al: 1 when this version wants an alert, th: throttle ms}
 -- Returns a JSON array of {o: outcome, n: id, s: {stored fields}, k: actor count};
 -- s is empty when a duplicate's group already expired, and holds ctx only for duplicates.
+-- ARGV[3] the state epoch the caller knows ('' : any).
+-- Refuses (error CLARION_STATE_LOST) when the state marker is missing (Redis lost the
+-- groups and dedup keys; aggregating on empty state would fork groups and make
+-- redeliveries look new) or names another epoch (the state was rebuilt since the
+-- caller last looked: the rest of its batch must not run on it before the caller
+-- retries the whole batch in order). See clarion_aggregator.handlers.rebuild.
 local prefix = ARGV[1]
+local epoch = redis.call('HGET', prefix .. 'state', 'epoch')
+if not epoch or (ARGV[3] ~= '' and epoch ~= ARGV[3]) then
+  return redis.error_reply('CLARION_STATE_LOST state marker missing or rebuilt')
+end
 local items = cjson.decode(ARGV[2])
 local out = {}
 
@@ -199,6 +212,14 @@ return 1
 
 PERIOD_FIELD = "~period"
 
+STATE_LOST_ERROR = "CLARION_STATE_LOST"
+"""Prefix of the error the aggregation script answers when the state marker is missing."""
+
+
+class StateLost(Exception):
+    """Redis no longer holds the aggregation state (restart without persistence,
+    FLUSHALL, failover to an empty replica): nothing was aggregated; rebuild, then retry."""
+
 
 @dataclass(frozen=True)
 class AggregateInput:
@@ -347,6 +368,9 @@ class RedisStateStore:
         self.redis = redis
         self.prefix = prefix + "agg:"
         self.ttl_seconds = ttl_seconds
+        # The state epoch the aggregation script must find (None: any); set by the
+        # state rebuilder once the marker is known.
+        self.state_epoch: str | None = None
         self._aggregate = redis.register_script(AGGREGATE_LUA)
         self._contexts = redis.register_script(CONTEXTS_LUA)
         self._digest_add = redis.register_script(DIGEST_ADD_LUA)
@@ -371,6 +395,9 @@ class RedisStateStore:
         per input, in order (``None`` when a duplicate's group state already expired).
 
         Raises:
+            StateLost: the state marker is missing or names another epoch than
+                :attr:`state_epoch` (a chunk that saw it so changed nothing; chunks
+                run before a loss were wiped with it).
             redis.exceptions.RedisError: Redis failed; some pairs may be applied,
                 which redelivery handles (they come back as duplicates).
         """
@@ -401,11 +428,19 @@ class RedisStateStore:
                 ]
             )
 
-        replies = await evalsha_many(
-            self.redis,
-            self._aggregate,
-            [((), (self.prefix, payload(start))) for start in range(0, len(items), chunk)],
-        )
+        try:
+            replies = await evalsha_many(
+                self.redis,
+                self._aggregate,
+                [
+                    ((), (self.prefix, payload(start), self.state_epoch or ""))
+                    for start in range(0, len(items), chunk)
+                ],
+            )
+        except ResponseError as exc:
+            if STATE_LOST_ERROR in str(exc):
+                raise StateLost(str(exc)) from exc
+            raise
         results = [r for reply in replies for r in orjson.loads(reply)]
         return [
             GroupSnapshot.from_reply(r, it.context) for r, it in zip(results, items, strict=True)

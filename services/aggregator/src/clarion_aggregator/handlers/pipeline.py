@@ -13,7 +13,10 @@ For a batch of domain events, in arrival order:
    broker's acknowledgements of all records are awaited before returning.
 
 The caller commits the consumed offsets only after :meth:`Pipeline.process`
-returned. A redelivered event is a duplicate in step 3 and re-publishes the
+returned. When Redis lost the state, step 3 raises
+:class:`~clarion_aggregator.adapters.redis_store.StateLost` before anything is
+aggregated; the caller rebuilds (:mod:`clarion_aggregator.handlers.rebuild`) and
+processes the batch again. A redelivered event is a duplicate in step 3 and re-publishes the
 notification's CURRENT version (and its push / immediate email when that
 version had one, with the same request ids), so a crash between the Redis update
 and the produce loses nothing and downstream upserts by (id, version) keep
@@ -39,6 +42,7 @@ from clarion_aggregator.adapters.redis_store import (
     DigestEntry,
     GroupSnapshot,
     RedisStateStore,
+    StateLost,
     UserContext,
 )
 from clarion_aggregator.domain.clock import Clock, from_ms, to_ms
@@ -178,6 +182,12 @@ class Pipeline:
         self._tally.update(("events", e.type) for e in events)
         try:
             await self._process(events, total)
+        except StateLost:
+            # Records already handed to the producer must reach the topic before a
+            # rebuild reads it, or their events would be aggregated a second time.
+            acks, self._acks = self._acks, []
+            await asyncio.gather(*acks, return_exceptions=True)
+            raise
         finally:
             self._flush_metrics()
         acks, self._acks = self._acks, []

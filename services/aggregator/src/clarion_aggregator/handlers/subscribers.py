@@ -10,7 +10,8 @@
   start (writes are idempotent, so re-reading the compacted state on start is
   harmless and heals any update a past failure missed). A failed batch is retried
   in place with backoff (:data:`STATE_RETRY_ATTEMPTS`), then counted as dropped
-  until the next start re-reads it.
+  until the next start re-reads it. When Redis loses them, the state rebuild
+  (:mod:`clarion_aggregator.handlers.rebuild`) re-reads these topics too.
 
 The consumer group id is ``topic_prefix + consumer_group`` so deployments (and
 tests) that isolate their topics by prefix also isolate their groups.
@@ -36,6 +37,7 @@ from pydantic import ValidationError
 from clarion_aggregator.adapters.kafka import KafkaPublisher, OutRecord
 from clarion_aggregator.adapters.redis_store import RedisStateStore
 from clarion_aggregator.handlers.pipeline import Pipeline
+from clarion_aggregator.handlers.rebuild import StateRebuilder, process_rebuilding
 from clarion_aggregator.metrics import AggregatorMetrics
 from clarion_aggregator.settings import AggregatorSettings
 from clarion_contracts.base import ContractModel
@@ -113,8 +115,14 @@ def register(
     store: RedisStateStore,
     publisher: KafkaPublisher,
     metrics: AggregatorMetrics,
+    rebuilder: StateRebuilder | None = None,
 ) -> None:
-    """Attach the aggregator's subscribers to ``broker`` (before it starts)."""
+    """Attach the aggregator's subscribers to ``broker`` (before it starts).
+
+    With ``rebuilder``, a batch that meets lost Redis state
+    (:class:`~clarion_aggregator.adapters.redis_store.StateLost`) waits for the
+    rebuild and is processed again; without it the batch fails and is consumed again.
+    """
     batch_opts: dict[str, Any] = {
         "batch": True,
         "max_records": settings.batch_max_records,
@@ -155,7 +163,7 @@ def register(
         topic = settings.topic(DOMAIN_EVENTS)
         attrs = {"messaging.destination.name": topic}
         with continue_traces(f"{topic} process", headers, attributes=attrs) as carriers:
-            await pipeline.process(events, carriers)
+            await process_rebuilding(pipeline, rebuilder, events, carriers)
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def on_state(records: list[ConsumerRecord[Any, Any]]) -> None:

@@ -4,7 +4,11 @@ An instance subscribes to a user's channel while it holds at least one session o
 that user and hands every message to those sessions. Redis pub/sub is
 at-most-once (a message published while the subscription or the connection is
 not in place is lost); sessions detect the hole by its seq and fill it from the
-history (:func:`clarion_gateway.protocol.decide_live`).
+history (:func:`clarion_gateway.protocol.decide_live`). A hole at the END of a
+stream has no later message to reveal it, so when the connection comes back after
+a failure (redis-py resubscribes every channel on reconnect) ``on_reconnect`` is
+called and the instance compares each session with its user's stream
+(:mod:`clarion_gateway.handlers.reconcile`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class UserChannels:
             connection subscribed while no user is).
         unsubscribe_delay: seconds a channel stays subscribed after its last
             session left, so a reconnecting client does not churn subscriptions.
+        on_reconnect: called (in the reader task; must not block) once the
+            subscriptions are confirmed again after the connection failed.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class UserChannels:
         deliver: Deliver,
         control_channel: str,
         unsubscribe_delay: float = 5.0,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self._redis = redis
         self._pubsub = redis.pubsub()
@@ -68,6 +75,8 @@ class UserChannels:
         self._by_user: dict[str, _Channel] = {}
         self._task: asyncio.Task[None] | None = None
         self._control_ready: asyncio.Future[None] | None = None
+        self._on_reconnect = on_reconnect
+        self._broken = False
 
     async def start(self) -> None:
         """Connect and start reading (returns once the control subscription is confirmed)."""
@@ -155,6 +164,7 @@ class UserChannels:
                 # redis-py reconnects and resubscribes on the next call; what was
                 # published meanwhile is recovered by gap detection.
                 log.warning("pubsub_read_failed", error=str(exc))
+                self._broken = True
                 await asyncio.sleep(0.5)
                 continue
             if message is not None:
@@ -177,6 +187,13 @@ class UserChannels:
             if channel == self._control.encode():
                 if self._control_ready is not None and not self._control_ready.done():
                     self._control_ready.set_result(None)
+                if self._broken:
+                    # One SUBSCRIBE names every channel on reconnect, so once Redis
+                    # confirms one of them all are in place again.
+                    self._broken = False
+                    log.info("pubsub_resubscribed", users=len(self._by_user))
+                    if self._on_reconnect is not None:
+                        self._on_reconnect()
                 return
             ch = self._channels.get(channel)
             if ch is not None and not ch.confirmed.done():
