@@ -220,9 +220,8 @@ def start_ingest(
     """``async with start_ingest(**setting_overrides) as ingest``: a service for this test."""
 
     def start(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Ingest]:
-        settings = make_settings(
-            devstack, topic_prefix, redis_prefix, fresh_database_url, **overrides
-        )
+        database_url = overrides.pop("database_url", fresh_database_url)
+        settings = make_settings(devstack, topic_prefix, redis_prefix, database_url, **overrides)
         return running(settings)
 
     return start
