@@ -106,6 +106,37 @@ async def test_postgres_unreachable_answers_503_and_accepts_nothing(
         assert await svc.read_topic(USER_PROFILES, 1, timeout=1.0) == []
 
 
+async def test_event_after_postgres_closed_every_connection_is_accepted_once(
+    ingest: Any,
+) -> None:
+    headers = ingest.producer_headers()
+    warm = await ingest.http.post("/v1/events", json=event("bob"), headers=headers)
+    assert warm.status_code == 202
+    # What a PostgreSQL restart or failover does to the pooled connections.
+    terminated = await ingest.query(
+        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert terminated
+    assert all(r.done for r in terminated)
+    sent = event("carol")
+    response = await ingest.http.post("/v1/events", json=sent, headers=headers)
+    assert response.status_code == 202, response.text
+    rows = await ingest.query(
+        "SELECT count(*) AS n FROM ingest.outbox WHERE event_id = :id",
+        id=uuid.UUID(sent["event_id"]),
+    )
+    assert rows[0].n == 1
+
+    # The relay lost its session too: it reconnects, takes the lock again, relays.
+    async def relayed() -> bool:
+        records = await ingest.read_topic(DOMAIN_EVENTS, 2, timeout=1.0)
+        ids = [str(DomainEvent.from_bytes(r.value).event_id) for r in records]
+        return sent["event_id"] in ids
+
+    await ingest.eventually(relayed)
+
+
 async def test_profile_and_its_record_commit_together(
     ingest: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,7 @@ def _lifespan(settings: IngestSettings) -> Any:
         if settings.run_migrations:
             await kit_db.upgrade(settings.database_url, MIGRATIONS_DIR)
         engine = kit_db.create_engine(settings)
+        store_engine = kit_db.create_engine(settings, pool_pre_ping=False)
         redis = kit_redis.create_redis(settings)
         counts = CountsCache(redis, settings.redis_prefix, settings.counts_cache_ttl_seconds)
         limiter = RateLimiter(
@@ -98,6 +99,7 @@ def _lifespan(settings: IngestSettings) -> Any:
         runtime = Runtime(
             settings=settings,
             engine=engine,
+            store_engine=store_engine,
             redis=redis,
             broker=broker,
             connection=connection,
@@ -121,6 +123,7 @@ def _lifespan(settings: IngestSettings) -> Any:
             await relay.stop()
             await connection.stop()
             await redis.aclose()
+            await store_engine.dispose()
             await engine.dispose()
 
     return lifespan

@@ -17,10 +17,14 @@ from clarion_kit.health import HealthChecks
 
 @dataclass
 class Runtime:
-    """Everything request handlers and consumers share: settings, stores, broker, relay."""
+    """Everything request handlers and consumers share: settings, stores, broker, relay.
+
+    ``store_engine`` is the pool of ``api.common.store`` (no pre-ping: see there).
+    """
 
     settings: IngestSettings
     engine: AsyncEngine
+    store_engine: AsyncEngine
     redis: aioredis.Redis
     broker: KafkaBroker
     connection: BrokerConnection

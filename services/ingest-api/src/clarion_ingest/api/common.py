@@ -75,11 +75,16 @@ async def transaction(runtime: Runtime) -> AsyncIterator[AsyncConnection]:
             async with runtime.engine.begin() as conn:
                 yield conn
     except Exception as exc:
-        if isinstance(exc, ProblemError) or not _unreachable(exc):
-            raise
-        _unavailable_counter(runtime.settings.service_name).inc()
-        _log.warning("database unavailable for a write", error=f"{type(exc).__name__}: {exc}")
-        raise store_unavailable(runtime) from exc
+        _raise_unavailable(runtime, exc)
+        raise
+
+
+def _raise_unavailable(runtime: Runtime, exc: Exception) -> None:
+    if isinstance(exc, ProblemError) or not _unreachable(exc):
+        return
+    _unavailable_counter(runtime.settings.service_name).inc()
+    _log.warning("database unavailable for a write", error=f"{type(exc).__name__}: {exc}")
+    raise store_unavailable(runtime) from exc
 
 
 def _unavailable_counter(service: str) -> Any:
@@ -90,12 +95,38 @@ def _unavailable_counter(service: str) -> Any:
 
 
 async def store(runtime: Runtime, records: Sequence[Record]) -> int:
-    """Store ``records`` in the outbox in a transaction of their own; how many were new.
+    """Store ``records`` in the outbox (one atomic statement); how many were new.
+
+    Runs on ``runtime.store_engine``, whose pool does not ping a connection before
+    handing it out (a round trip on the hot path of ``POST /v1/events``). A pooled
+    connection the server has closed fails at once; the statement is then run once
+    more on a new connection. That is safe only because every record given here
+    carries an ``event_id`` (unique with its key): a statement whose reply was lost
+    after it committed stores nothing the second time.
 
     Raises:
         ProblemError: 503 with Retry-After when PostgreSQL is unreachable.
     """
-    async with transaction(runtime) as conn:
+    try:
+        async with asyncio.timeout(runtime.settings.store_timeout_seconds):
+            for attempt in (1, 2):
+                try:
+                    return await _store_once(runtime, records)
+                except DBAPIError as exc:
+                    if attempt == 2 or not exc.connection_invalidated:
+                        raise
+                    _log.info("stale database connection replaced", error=str(exc.orig))
+    except Exception as exc:
+        _raise_unavailable(runtime, exc)
+        raise
+    raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+async def _store_once(runtime: Runtime, records: Sequence[Record]) -> int:
+    async with runtime.store_engine.connect() as conn:
+        # enqueue is one statement, atomic on its own: autocommit spares the BEGIN
+        # and COMMIT round trips.
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
         return await enqueue(conn, records)
 
 
