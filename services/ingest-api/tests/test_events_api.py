@@ -226,6 +226,18 @@ async def test_broker_unreachable_still_accepts_into_the_outbox(
         }
         assert body["checks"]["outbox"]["required"] is False
         assert "BrokerUnavailableError" in body["checks"]["outbox"]["error"]
+
+        async def gauges() -> Any:
+            text = (await ingest.http.get("/metrics")).text
+            return text if "clarion_ingest_api_outbox_pending 3.0" in text else None
+
+        metrics = await ingest.eventually(gauges)
+        age = next(
+            line.split()[-1]
+            for line in metrics.splitlines()
+            if line.startswith("clarion_ingest_api_outbox_oldest_pending_age_seconds ")
+        )
+        assert float(age) > 0
         # Nothing reached the real broker under this prefix.
         real = ingest.settings.model_copy(
             update={"kafka_bootstrap_servers": devstack.kafka_bootstrap_servers}

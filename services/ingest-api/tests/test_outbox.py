@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from clarion_contracts.registry import DOMAIN_EVENTS, USER_PROFILES
-from clarion_contracts.v1 import DomainEvent
+from clarion_contracts.registry import DOMAIN_EVENTS, INBOX_EVENTS, NOTIFICATIONS, USER_PROFILES
+from clarion_contracts.v1 import DomainEvent, Notification
 from clarion_ingest import app as app_module
 from clarion_ingest.adapters.relay import OutboxRelay
 from clarion_ingest.api import events as events_api
+from clarion_ingest.api import inbox as inbox_api
 from clarion_ingest.domain.outbox import RelayState
 
 pytestmark = pytest.mark.integration
@@ -159,6 +160,58 @@ async def test_profile_and_its_record_commit_together(
     assert [r.user_id for r in await ingest.query("SELECT user_id FROM ingest.profiles")] == ["bob"]
     rows = await _outbox(ingest)
     assert [(r.topic, bytes(r.key)) for r in rows] == [(ingest.topic(USER_PROFILES), b"bob")]
+
+
+async def test_read_state_and_its_inbox_event_commit_together(
+    inbox_service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = inbox_service
+    now = datetime.now(UTC)
+    note = Notification(
+        notification_id="n1",
+        version=1,
+        recipient_id="bob",
+        type="post.liked",
+        category="social",
+        group_key="bob|post.liked|post:p1|0",
+        object={"type": "post", "id": "p1"},
+        actors=[{"id": "alice", "name": "Alice"}],
+        actor_count=1,
+        event_ids=[uuid.uuid4()],
+        title="Alice liked your post",
+        body="body",
+        body_html="<p>body</p>",
+        channels=["in_app"],
+        created_at=now,
+        updated_at=now,
+        first_occurred_at=now,
+        last_occurred_at=now,
+    )
+    await svc.produce(NOTIFICATIONS, [(b"bob", note.to_bytes())])
+    user = svc.user_headers("bob")
+
+    async def stored() -> Any:
+        response = await svc.http.get("/v1/me/notifications/n1", headers=user)
+        return response.json() if response.status_code == 200 else None
+
+    assert (await svc.eventually(stored))["read"] is False
+    real_enqueue = inbox_api.enqueue
+
+    async def enqueue_then_crash(conn: Any, records: Any) -> int:
+        await real_enqueue(conn, records)
+        raise RuntimeError("the process failed after storing the record")
+
+    monkeypatch.setattr(inbox_api, "enqueue", enqueue_then_crash)
+    failed = await svc.http.post("/v1/me/notifications/n1/read", headers=user)
+    assert failed.status_code == 500
+    assert (await stored())["read"] is False
+    assert await _outbox(svc) == []
+
+    monkeypatch.setattr(inbox_api, "enqueue", real_enqueue)
+    ok = await svc.http.post("/v1/me/notifications/n1/read", headers=user)
+    assert ok.status_code == 200
+    assert (await stored())["read"] is True
+    assert [r.topic for r in await _outbox(svc)] == [svc.topic(INBOX_EVENTS)]
 
 
 async def test_one_relay_at_a_time_and_a_standby_takes_over(start_ingest: Any) -> None:

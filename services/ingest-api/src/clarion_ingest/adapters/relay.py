@@ -84,7 +84,7 @@ class OutboxRelay:
         self._status = RelayStatus(RelayState.STARTING)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stats_at = float("-inf")
+        self._stats: asyncio.Task[None] | None = None
         self._pruned_at = float("-inf")
         self._policy = RetryPolicy(
             max_attempts=sys.maxsize,
@@ -109,14 +109,17 @@ class OutboxRelay:
         """Start relaying in a background task (idempotent)."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        if self._stats is None or self._stats.done():
+            self._stats = asyncio.create_task(self._stats_loop(), name="outbox-stats")
 
     async def stop(self) -> None:
         """Stop the relay; rows not marked relayed yet are sent again by the next one."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for task in (self._task, self._stats):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._stats = None
         self._set(RelayState.STOPPED)
 
     def _set(self, state: RelayState, error: str | None = None) -> None:
@@ -150,7 +153,6 @@ class OutboxRelay:
                     if self._status.state is not RelayState.STANDBY:
                         _log.info("outbox relay standing by: another replica relays")
                     self._set(RelayState.STANDBY)
-                    await self._refresh_stats(conn)
                     await asyncio.sleep(self.settings.outbox_poll_interval_seconds)
                 _log.info("outbox relay active")
                 self._set(RelayState.RELAYING)
@@ -164,7 +166,6 @@ class OutboxRelay:
     async def _lead(self, conn: AsyncConnection) -> None:
         while True:
             self._wake.clear()
-            await self._refresh_stats(conn)
             batch = await outbox.fetch_pending(conn, self.settings.outbox_batch_size)
             if batch:
                 await self._produce(batch)
@@ -192,16 +193,23 @@ class OutboxRelay:
     async def _mark(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         await outbox.mark_relayed(conn, ids)
 
-    async def _refresh_stats(self, conn: AsyncConnection) -> None:
-        now = time.monotonic()
-        if now - self._stats_at < self.settings.outbox_stats_interval_seconds:
-            return
-        self._stats_at = now
-        stats = await outbox.stats(conn)
-        self._metrics.pending.set(stats.pending)
-        self._metrics.oldest.set(stats.oldest_age_seconds)
-        s = self._status
-        self._status = RelayStatus(s.state, s.error, stats.pending, stats.oldest_age_seconds)
+    async def _stats_loop(self) -> None:
+        # Apart from the relay loop, so the backlog is measured while a batch waits
+        # for the broker, and on standby replicas too.
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    stats = await outbox.stats(conn)
+            except Exception as exc:
+                _log.debug("outbox stats unavailable", error=f"{type(exc).__name__}: {exc}")
+            else:
+                self._metrics.pending.set(stats.pending)
+                self._metrics.oldest.set(stats.oldest_age_seconds)
+                s = self._status
+                self._status = RelayStatus(
+                    s.state, s.error, stats.pending, stats.oldest_age_seconds
+                )
+            await asyncio.sleep(self.settings.outbox_stats_interval_seconds)
 
     async def _prune(self, conn: AsyncConnection) -> None:
         now = time.monotonic()
