@@ -17,7 +17,7 @@ EXIT_AFTER_REPLAY ?= 0
 PACKAGES := contracts libs/clarion-kit libs/clarion-devstack $(wildcard services/*)
 TYPED_STRICT := contracts/src libs/clarion-kit/src libs/clarion-devstack/src
 
-.PHONY: help ensure-uv install lock lint format test unit integration e2e bench run asyncapi schemas deploy-gen up down clean devstack-up devstack-down
+.PHONY: help ensure-uv install lock lint format test unit integration e2e chaos bench run asyncapi schemas deploy-gen up down clean devstack-up devstack-down
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,12 +57,21 @@ e2e: $(STAMP) ## End-to-end tests: the whole stack as processes, real events rep
 test: lint $(STAMP) ## Lint, unit, integration and end-to-end tests (starts the embedded stack itself)
 	$(BIN)/pytest -q contracts libs services deploy tests-e2e $(PYTEST_ARGS)
 
-BENCH_DIR ?= .clarion/bench/services
+CHAOS_ARGS ?=
 
-bench: $(STAMP) ## Benchmarks on the embedded stack (each service, then all of it); writes docs/benchmarks.md
+chaos: $(STAMP) ## Fault injection on the whole stack (kill -9, SIGSTOP, restarts): counts lost and doubled notifications
+	$(PY) tests-e2e/chaos.py --report .clarion/chaos/report.md $(CHAOS_ARGS)
+
+BENCH_DIR ?= .clarion/bench/services
+# Scale of the peer comparison, e.g. PEER_BENCH_ARGS="--users 200 --records 5000 --rounds 1"
+PEER_BENCH_ARGS ?=
+
+bench: $(STAMP) ## Benchmarks on the embedded stack (each service, the gateway next to its peers (needs node/npm), then all of it); writes docs/benchmarks.md
 	$(BIN)/python services/aggregator/bench/aggregator_bench.py --json $(BENCH_DIR)/aggregator.json
 	$(BIN)/python services/ingest-api/bench/inbox_bench.py --json $(BENCH_DIR)/ingest-api.json
+	$(BIN)/python services/push-worker/bench/push_bench.py --json $(BENCH_DIR)/push-worker.json
 	$(BIN)/python services/realtime-gateway/bench/gateway_bench.py --connections 10000 --json $(BENCH_DIR)/realtime-gateway.json
+	$(BIN)/python services/realtime-gateway/bench/peer_bench.py --json $(BENCH_DIR)/peers.json $(PEER_BENCH_ARGS)
 	$(BIN)/clarion bench --output docs/benchmarks.md --services $(BENCH_DIR)
 
 run: $(STAMP) ## Run the embedded stack + all six services and replay real GitHub events
@@ -75,7 +84,7 @@ schemas: $(STAMP) ## Refresh the JSON Schema snapshots (refuses incompatible cha
 	$(BIN)/clarion contracts snapshot
 
 deploy-gen: $(STAMP) ## Regenerate topic resources in k8s/ and deploy/ from the registry
-	$(BIN)/clarion deploy generate
+	$(PY) deploy/generate.py generate
 
 devstack-up: $(STAMP) ## Start the embedded Kafka/Redis/PostgreSQL stack in the background
 	$(BIN)/clarion devstack up

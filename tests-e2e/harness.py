@@ -38,8 +38,13 @@ class Clarion:
 
 
 @contextlib.asynccontextmanager
-async def launch(info: StackInfo, tmp: Path, *, gateways: int = 1) -> AsyncIterator[Clarion]:
-    """Start every service with fresh ports and prefixes; stop them at exit."""
+async def launch(
+    info: StackInfo, tmp: Path, *, gateways: int = 1, max_restarts: int = 3
+) -> AsyncIterator[Clarion]:
+    """Start every service with fresh ports and prefixes; stop them at exit.
+
+    A service that exits is started again, ``max_restarts`` times at most.
+    """
     suffix = uuid.uuid4().hex[:8]
     config = LaunchConfig(
         info=info,
@@ -56,7 +61,7 @@ async def launch(info: StackInfo, tmp: Path, *, gateways: int = 1) -> AsyncItera
     def echo(name: str, _colour: str, line: str) -> None:
         lines.append(f"{name} | {line}")
 
-    supervisor = Supervisor(tmp / "logs", echo, max_restarts=3)
+    supervisor = Supervisor(tmp / "logs", echo, max_restarts=max_restarts)
     try:
         for spec in service_specs(config):
             await supervisor.start(spec)

@@ -92,3 +92,48 @@ def test_committed_snapshot_is_current(spec: object) -> None:
     assert committed.read_text() == render(current_schema(spec)), (
         f"{spec.name}: snapshot out of date; run `make schemas`"
     )
+
+
+def _without_text_policy(node: object) -> object:
+    """``node`` as the v1 snapshots were before the text policy was added."""
+    from clarion_contracts.text import PATTERN_TIGHTENINGS
+
+    back = {new: old for old, new in PATTERN_TIGHTENINGS.items()}
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "pattern" and value in back:
+                if back[value] is not None:
+                    out[key] = back[value]
+                continue
+            out[key] = _without_text_policy(value)
+        return out
+    if isinstance(node, list):
+        return [_without_text_policy(v) for v in node]
+    return node
+
+
+@pytest.mark.parametrize("spec", TOPICS, ids=lambda s: s.name)
+def test_adding_the_text_policy_is_compatible(spec: object) -> None:
+    from clarion_contracts.registry import TopicSpec
+
+    assert isinstance(spec, TopicSpec)
+    new = current_schema(spec)
+    old = _without_text_policy(new)
+    assert isinstance(old, dict)
+    assert old != new, "every contract has text fields under the policy"
+    assert find_incompatibilities(old, new) == []
+
+
+def test_any_other_new_pattern_is_refused() -> None:
+    old = current_schema(DOMAIN_EVENTS)
+    new = copy.deepcopy(old)
+    new["$defs"]["Actor"]["properties"]["name"]["pattern"] = "^[a-z]*$"
+    assert "$defs.Actor.name changed its schema" in find_incompatibilities(old, new)
+
+
+def test_dropping_the_text_policy_is_refused() -> None:
+    new = current_schema(DOMAIN_EVENTS)
+    old = copy.deepcopy(new)
+    del new["$defs"]["Actor"]["properties"]["name"]["pattern"]
+    assert "$defs.Actor.name changed its schema" in find_incompatibilities(old, new)

@@ -23,6 +23,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+# The deploy generator is a tool of the workspace, not an installed package: its tests
+# import it from deploy/, as `python deploy/generate.py` does.
+if str(ROOT / "deploy") not in sys.path:
+    sys.path.append(str(ROOT / "deploy"))
 SCHEMAS = ROOT / "deploy" / "schemas"
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "production")

@@ -8,22 +8,21 @@ import re
 from typing import Any
 
 import pytest
-
-from clarion_devstack.commands import deploy
+from generator import envtable, paths
 
 IMAGE_ONLY = {"CLARION_SERVICE", "CLARION_HEALTH_PORT"}
 """Read by the image's entrypoint and health check, not by the settings classes."""
 
 
 @pytest.fixture(scope="module")
-def envs() -> list[deploy.ServiceEnv]:
-    result = deploy.all_service_env()
+def envs() -> list[envtable.ServiceEnv]:
+    result = envtable.all_service_env()
     broken = [f"{e.service}: {e.error}" for e in result if e.error]
     assert not broken, broken
     return result
 
 
-def _readers(envs: list[deploy.ServiceEnv]) -> dict[str, set[str]]:
+def _readers(envs: list[envtable.ServiceEnv]) -> dict[str, set[str]]:
     """Variable -> services reading it."""
     readers: dict[str, set[str]] = {}
     for env in envs:
@@ -67,7 +66,7 @@ def _k8s_vars(rendered: Any, helpers: Any, overlay: str) -> dict[str, set[str]]:
     return found
 
 
-def _check_set_vars(found: dict[str, set[str]], envs: list[deploy.ServiceEnv]) -> None:
+def _check_set_vars(found: dict[str, set[str]], envs: list[envtable.ServiceEnv]) -> None:
     readers = _readers(envs)
     for service, names in found.items():
         for var in names:
@@ -78,20 +77,20 @@ def _check_set_vars(found: dict[str, set[str]], envs: list[deploy.ServiceEnv]) -
 
 
 def test_compose_sets_only_variables_services_read(
-    compose: Any, helpers: Any, envs: list[deploy.ServiceEnv]
+    compose: Any, helpers: Any, envs: list[envtable.ServiceEnv]
 ) -> None:
     _check_set_vars(_compose_vars(compose, helpers), envs)
 
 
 @pytest.mark.parametrize("overlay", ["dev", "production"])
 def test_k8s_sets_only_variables_services_read(
-    rendered: Any, helpers: Any, envs: list[deploy.ServiceEnv], overlay: str
+    rendered: Any, helpers: Any, envs: list[envtable.ServiceEnv], overlay: str
 ) -> None:
     _check_set_vars(_k8s_vars(rendered, helpers, overlay), envs)
 
 
 def test_dockerfile_sets_only_variables_services_read(
-    helpers: Any, envs: list[deploy.ServiceEnv]
+    helpers: Any, envs: list[envtable.ServiceEnv]
 ) -> None:
     text = (helpers.ROOT / "Dockerfile").read_text(encoding="utf-8")
     names = set(re.findall(r"\b(CLARION_[A-Z0-9_]+)=", text)) - IMAGE_ONLY
@@ -100,8 +99,8 @@ def test_dockerfile_sets_only_variables_services_read(
     assert names <= set(readers), names - set(readers)
 
 
-def test_every_variable_is_documented(helpers: Any, envs: list[deploy.ServiceEnv]) -> None:
-    doc = (helpers.ROOT / deploy.DEPLOY_DOC).read_text(encoding="utf-8")
+def test_every_variable_is_documented(helpers: Any, envs: list[envtable.ServiceEnv]) -> None:
+    doc = (helpers.ROOT / paths.DEPLOY_DOC).read_text(encoding="utf-8")
     missing = [
         var
         for env in envs
@@ -112,7 +111,7 @@ def test_every_variable_is_documented(helpers: Any, envs: list[deploy.ServiceEnv
 
 
 def test_the_env_table_reports_where_each_variable_is_set(helpers: Any) -> None:
-    doc = (helpers.ROOT / deploy.DEPLOY_DOC).read_text(encoding="utf-8")
+    doc = (helpers.ROOT / paths.DEPLOY_DOC).read_text(encoding="utf-8")
     row = re.search(r"^\| `CLARION_EMAIL_SMTP_HOST` \| ([^|]+) \| ([^|]+) \|", doc, re.MULTILINE)
     assert row
     assert row.group(2).strip() == "compose, k8s"
@@ -136,7 +135,7 @@ def test_containers_listen_on_all_interfaces_at_the_probed_ports(
 
 
 def test_settings_defaults_match_the_documented_ports(
-    helpers: Any, envs: list[deploy.ServiceEnv]
+    helpers: Any, envs: list[envtable.ServiceEnv]
 ) -> None:
     for env in envs:
         defaults = {v.field: v.default for v in env.own}

@@ -9,8 +9,7 @@ import re
 from typing import Any
 
 import yaml
-
-from clarion_devstack.commands import deploy
+from generator import paths
 
 
 def _prometheus_jobs(helpers: Any) -> dict[str, list[str]]:
@@ -44,7 +43,7 @@ def test_service_monitors_use_the_compose_job_names(rendered: Any, helpers: Any)
 
 
 def test_prometheus_rule_carries_the_alert_file(helpers: Any, rendered: Any) -> None:
-    source = yaml.safe_load((helpers.ROOT / deploy.ALERTS_SOURCE).read_text(encoding="utf-8"))
+    source = yaml.safe_load((helpers.ROOT / paths.ALERTS_SOURCE).read_text(encoding="utf-8"))
     (rule,) = [o for o in rendered("production") if o["kind"] == "PrometheusRule"]
     assert rule["spec"]["groups"] == source["groups"]
     alerts = [r["alert"] for g in source["groups"] for r in g["rules"] if "alert" in r]
@@ -58,7 +57,7 @@ def test_dashboard_configmap_carries_the_dashboards(helpers: Any, rendered: Any)
         if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "clarion-grafana-dashboards"
     ]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    sources = sorted((helpers.ROOT / deploy.DASHBOARDS_SOURCE).glob("*.json"))
+    sources = sorted((helpers.ROOT / paths.DASHBOARDS_SOURCE).glob("*.json"))
     assert sources
     assert sorted(cm["data"]) == [p.name for p in sources]
     for path in sources:

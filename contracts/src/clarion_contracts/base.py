@@ -9,12 +9,19 @@ only change allowed within a major version (see :mod:`clarion_contracts.compat`)
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
-#: A user id as producers know it: 1-128 printable characters, no whitespace.
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
+from clarion_contracts.text import USER_ID_PATTERN, JsonData, Text, WebUrl, check_text
+
+#: A user id as producers know it: 1-128 characters, no whitespace, the text policy
+#: of :mod:`clarion_contracts.text` (no U+0000, noncharacters or lone surrogates).
+UserId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=USER_ID_PATTERN),
+    AfterValidator(check_text),
+]
 
 #: A dotted domain event type such as ``post.liked`` or ``repo.starred``.
 EventType = Annotated[
@@ -25,7 +32,7 @@ EventType = Annotated[
 ]
 
 #: Free text shown to people (names, titles). Untrusted: it is sanitised before rendering.
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+ShortText = Annotated[Text, StringConstraints(min_length=1, max_length=300)]
 
 
 class ContractModel(BaseModel):
@@ -72,7 +79,7 @@ class Actor(ContractModel):
 
     id: UserId
     name: ShortText
-    avatar_url: AnyUrl | None = None
+    avatar_url: WebUrl | None = None
 
 
 class EventObject(ContractModel):
@@ -81,10 +88,10 @@ class EventObject(ContractModel):
     ``(type, id)`` identifies the object for aggregation and for per-object mutes.
     """
 
-    type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    title: Annotated[str, StringConstraints(max_length=1000)] | None = None
-    url: AnyUrl | None = None
+    type: Annotated[Text, StringConstraints(min_length=1, max_length=64)]
+    id: Annotated[Text, StringConstraints(min_length=1, max_length=256)]
+    title: Annotated[Text, StringConstraints(max_length=1000)] | None = None
+    url: WebUrl | None = None
 
     @property
     def ref(self) -> str:
@@ -92,4 +99,5 @@ class EventObject(ContractModel):
         return f"{self.type}:{self.id}"
 
 
-JsonObject = dict[str, Any]
+#: A free JSON object (``data``): keys and strings follow the text policy, at most 32 levels.
+JsonObject = JsonData

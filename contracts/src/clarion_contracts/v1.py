@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import AnyUrl, AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
 
 from clarion_contracts.base import (
     Actor,
@@ -27,6 +27,7 @@ from clarion_contracts.base import (
     ShortText,
     UserId,
 )
+from clarion_contracts.text import Text, TextKey, WebUrl, check_text
 
 MAX_RECIPIENTS = 1000
 """Most recipients one domain event may list; larger audiences use ``audience``."""
@@ -36,7 +37,7 @@ class Audience(ContractModel):
     """A broadcast audience: everyone (``{"all": true}``) or one named segment."""
 
     all: bool = False
-    segment: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    segment: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
@@ -66,7 +67,7 @@ class DomainEvent(ContractModel):
     object: EventObject
     data: JsonObject = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
-    tenant_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    tenant_id: Annotated[Text, StringConstraints(max_length=128)] | None = None
     ingested_at: AwareDatetime | None = Field(
         default=None, description="When ingest-api accepted the event (set by ingest-api)"
     )
@@ -90,20 +91,20 @@ class Notification(ContractModel):
     """
 
     schema_version: Literal[1] = 1
-    notification_id: str
+    notification_id: Text
     version: int = Field(ge=1)
     recipient_id: UserId
     type: EventType
-    category: str
-    group_key: str = Field(description="recipient|type|object ref|window start")
+    category: Text
+    group_key: Text = Field(description="recipient|type|object ref|window start")
     object: EventObject
     actors: list[Actor]
     actor_count: int = Field(ge=0)
     event_ids: list[UUID] = Field(description="Events absorbed so far, newest first (capped)")
-    title: str
-    body: str
-    body_html: str
-    url: AnyUrl | None = None
+    title: Text
+    body: Text
+    body_html: Text
+    url: WebUrl | None = None
     priority: Priority = Priority.NORMAL
     channels: list[Channel]
     created_at: AwareDatetime
@@ -114,7 +115,7 @@ class Notification(ContractModel):
         default=None, description="When ingest-api accepted the event behind this version"
     )
     data: JsonObject = Field(default_factory=dict)
-    tenant_id: str | None = None
+    tenant_id: Text | None = None
 
     @property
     def is_created(self) -> bool:
@@ -142,7 +143,7 @@ class InboxEvent(ContractModel):
     event_id: UUID
     recipient_id: UserId
     action: InboxAction
-    notification_ids: list[str] = Field(default_factory=list)
+    notification_ids: list[Text] = Field(default_factory=list)
     unread_count: int = Field(ge=0)
     occurred_at: AwareDatetime
 
@@ -158,16 +159,16 @@ class PushRequest(ContractModel):
     """
 
     schema_version: Literal[1] = 1
-    request_id: str
-    notification_id: str
+    request_id: Text
+    notification_id: Text
     version: int = Field(ge=1)
     recipient_id: UserId
     type: EventType
-    category: str
-    title: str
-    body: str
-    url: AnyUrl | None = None
-    icon: AnyUrl | None = None
+    category: Text
+    title: Text
+    body: Text
+    url: WebUrl | None = None
+    icon: WebUrl | None = None
     priority: Priority = Priority.NORMAL
     urgency: Literal["very-low", "low", "normal", "high"] = "normal"
     ttl_seconds: int = Field(default=86400, ge=0)
@@ -190,14 +191,14 @@ class EmailKind(StrEnum):
 class EmailItem(ContractModel):
     """One notification as it appears in an email."""
 
-    notification_id: str
+    notification_id: Text
     version: int = Field(ge=1)
     type: EventType
-    category: str
-    title: str
-    body: str
-    body_html: str
-    url: AnyUrl | None = None
+    category: Text
+    title: Text
+    body: Text
+    body_html: Text
+    url: WebUrl | None = None
     actor_count: int = Field(ge=0)
     occurred_at: AwareDatetime
 
@@ -211,10 +212,10 @@ class EmailRequest(ContractModel):
     """
 
     schema_version: Literal[1] = 1
-    request_id: str
+    request_id: Text
     recipient_id: UserId
     kind: EmailKind
-    category: str
+    category: Text
     items: Annotated[list[EmailItem], Field(min_length=1)]
     period_start: AwareDatetime | None = None
     period_end: AwareDatetime | None = None
@@ -245,17 +246,17 @@ class DeliveryStatus(ContractModel):
     """
 
     schema_version: Literal[1] = 1
-    status_id: str
-    notification_id: str
+    status_id: Text
+    notification_id: Text
     version: int = Field(ge=1)
     recipient_id: UserId
     channel: Channel
     status: DeliveryState
     type: EventType | None = None
-    reason: str | None = None
-    detail: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    reason: Text | None = None
+    detail: Annotated[Text, StringConstraints(max_length=2000)] | None = None
     attempt: int = Field(default=1, ge=1)
-    request_id: str | None = None
+    request_id: Text | None = None
     notification_created_at: AwareDatetime | None = None
     occurred_at: AwareDatetime
 
@@ -285,12 +286,12 @@ class Preferences(ContractModel):
 
     schema_version: Literal[1] = 1
     user_id: UserId
-    categories: dict[str, ChannelPreference] = Field(default_factory=dict)
-    muted_objects: Annotated[list[str], Field(max_length=1000)] = Field(default_factory=list)
+    categories: dict[TextKey, ChannelPreference] = Field(default_factory=dict)
+    muted_objects: Annotated[list[Text], Field(max_length=1000)] = Field(default_factory=list)
     email_digest: Literal["off", "hourly", "daily"] = "daily"
     digest_hour: int = Field(default=9, ge=0, le=23, description="Local hour of daily digests")
     quiet_hours: QuietHours | None = None
-    timezone: str | None = None
+    timezone: Text | None = None
     updated_at: AwareDatetime
 
 
@@ -305,20 +306,25 @@ class UserProfile(ContractModel):
     user_id: UserId
     name: ShortText
     email: (
-        Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None
+        Annotated[
+            str,
+            StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"),
+            AfterValidator(check_text),
+        ]
+        | None
     ) = None
-    locale: str = "en"
-    timezone: str = "UTC"
-    segments: list[str] = Field(default_factory=list)
-    tenant_id: str | None = None
+    locale: Text = "en"
+    timezone: Text = "UTC"
+    segments: list[Text] = Field(default_factory=list)
+    tenant_id: Text | None = None
     updated_at: AwareDatetime
 
 
 class PushKeys(ContractModel):
     """The browser's keys for RFC 8291 message encryption (base64url)."""
 
-    p256dh: str
-    auth: str
+    p256dh: Text
+    auth: Text
 
 
 class PushSubscription(ContractModel):
@@ -331,13 +337,13 @@ class PushSubscription(ContractModel):
     """
 
     schema_version: Literal[1] = 1
-    subscription_id: str
+    subscription_id: Text
     user_id: UserId
-    endpoint: AnyUrl
+    endpoint: WebUrl
     keys: PushKeys
-    user_agent: str | None = None
+    user_agent: Text | None = None
     active: bool = True
-    reason: str | None = None
+    reason: Text | None = None
     updated_at: AwareDatetime
 
 
@@ -360,7 +366,7 @@ class PresenceEvent(ContractModel):
     user_id: UserId
     status: PresenceStatus
     sessions: int = Field(default=0, ge=0)
-    instance_id: str
+    instance_id: Text
     occurred_at: AwareDatetime
 
 

@@ -6,7 +6,12 @@ import uuid
 
 import pytest
 
-from clarion_devstack.databases import create_database, database_name, drop_database
+from clarion_devstack.databases import (
+    create_database,
+    database_name,
+    drop_database,
+    list_databases,
+)
 from clarion_devstack.probes import asyncpg_dsn, with_database
 from clarion_devstack.stack import StackInfo
 
@@ -32,22 +37,12 @@ def test_drop_is_best_effort_when_the_server_is_unreachable() -> None:
     assert drop_database("postgresql+asyncpg://u:p@127.0.0.1:9/t_gone") is False
 
 
-async def _databases(url: str) -> set[str]:
-    import asyncpg
-
-    conn = await asyncpg.connect(asyncpg_dsn(with_database(url, "postgres")))
-    try:
-        return {row["datname"] for row in await conn.fetch("SELECT datname FROM pg_database")}
-    finally:
-        await conn.close()
-
-
 @pytest.mark.integration
 async def test_create_then_drop_a_database(devstack: StackInfo) -> None:
     name = f"t_{uuid.uuid4().hex[:8]}"
     url = create_database(devstack.database_url, name)
     assert url == with_database(devstack.database_url, name)
-    assert name in await _databases(url)
+    assert name in list_databases(url)
 
     import asyncpg
 
@@ -57,5 +52,5 @@ async def test_create_then_drop_a_database(devstack: StackInfo) -> None:
         assert drop_database(url) is True
     finally:
         await lingering.close()
-    assert name not in await _databases(devstack.database_url)
+    assert name not in list_databases(devstack.database_url)
     assert drop_database(url) is False

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlmodel import Field, SQLModel, select
 
-from clarion_devstack.databases import database_name
-from clarion_devstack.probes import asyncpg_dsn, with_database
+from clarion_devstack.databases import database_name, list_databases
+from clarion_devstack.probes import asyncpg_dsn
 from clarion_devstack.pytest_plugin import ENV_DOCKER, TEST_SESSION_TIMEOUT_MS, docker_requested
 from clarion_devstack.stack import StackInfo
 
@@ -122,16 +122,6 @@ async def _tables(url: str) -> list[str]:
         await conn.close()
 
 
-async def _databases(url: str) -> set[str]:
-    import asyncpg
-
-    conn = await asyncpg.connect(asyncpg_dsn(with_database(url, "postgres")))
-    try:
-        return {row["datname"] for row in await conn.fetch("SELECT datname FROM pg_database")}
-    finally:
-        await conn.close()
-
-
 @pytest.mark.integration
 async def test_fresh_database_url_is_a_new_empty_database(
     fresh_database_url: str, devstack: StackInfo
@@ -139,7 +129,7 @@ async def test_fresh_database_url_is_a_new_empty_database(
     assert fresh_database_url.startswith("postgresql+asyncpg://")
     name = database_name(fresh_database_url)
     assert name != database_name(devstack.database_url)
-    assert name in await _databases(devstack.database_url)
+    assert name in list_databases(devstack.database_url)
     assert await _tables(fresh_database_url) == []
     _fresh_names.append(name)
 
@@ -150,7 +140,7 @@ _fresh_names: list[str] = []
 @pytest.mark.integration
 async def test_fresh_database_is_dropped_after_its_test(devstack: StackInfo) -> None:
     assert _fresh_names, "runs after test_fresh_database_url_is_a_new_empty_database"
-    assert _fresh_names[0] not in await _databases(devstack.database_url)
+    assert _fresh_names[0] not in list_databases(devstack.database_url)
 
 
 # --- integration: round trips through the servers -------------------------------------

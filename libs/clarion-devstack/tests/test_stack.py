@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -295,7 +296,7 @@ def test_a_server_whose_port_was_taken_is_restarted_on_another_port(
 ) -> None:
     import socket
 
-    import clarion_devstack.stack as stack_module
+    import clarion_devstack.stack.core as stack_core
 
     taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     taken.bind(("127.0.0.1", 0))
@@ -306,7 +307,7 @@ def test_a_server_whose_port_was_taken_is_restarted_on_another_port(
     def finder(host: str, *, exclude: frozenset[int] = frozenset()) -> int:
         return next(offered, None) or find_free_port(host, exclude=exclude)
 
-    monkeypatch.setattr(stack_module, "find_free_port", finder)
+    monkeypatch.setattr(stack_core, "find_free_port", finder)
     environ = {ENV_KAFKA: devstack.kafka_bootstrap_servers, ENV_DATABASE: devstack.database_url}
     try:
         with Stack(StackConfig(data_dir=data_dir, environ=environ)) as info:
@@ -353,3 +354,75 @@ def test_servers_die_with_a_parent_killed_by_sigkill(data_dir: Path) -> None:
     for pid in survivors.values():
         os.kill(pid, signal.SIGKILL)
     assert survivors == {}
+
+
+@pytest.mark.integration
+def test_a_crashed_server_restarts_on_its_port_keeping_what_a_real_one_keeps(
+    data_dir: Path,
+) -> None:
+    import asyncpg
+    import redis.asyncio as aioredis
+
+    from clarion_devstack.probes import asyncpg_dsn
+
+    stack = Stack(StackConfig(data_dir=data_dir, environ={}))
+    info = stack.start()
+    dsn = asyncpg_dsn(info.database_url)
+
+    async def commit_rows(count: int) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("CREATE TABLE IF NOT EXISTS acked (n int PRIMARY KEY)")
+            # One transaction per row, as the inbox consumer commits batches: every
+            # commit that returned is one the server promised to keep.
+            for n in range(count):
+                await conn.execute("INSERT INTO acked VALUES ($1)", n)
+        finally:
+            await conn.close()
+
+    async def rows() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM acked"))
+        finally:
+            await conn.close()
+
+    async def redis_keys() -> int:
+        client = aioredis.from_url(info.redis_url)
+        try:
+            return int(await client.dbsize())
+        finally:
+            await client.aclose()
+
+    async def fill_redis() -> None:
+        client = aioredis.from_url(info.redis_url)
+        try:
+            await client.set("k", "v")
+        finally:
+            await client.aclose()
+
+    try:
+        ports = server_ports(info)
+        run_coroutine(lambda: commit_rows(2000))
+        # SIGKILL right after the last acknowledged commit: with asynchronous commit
+        # the WAL of the last few hundred milliseconds died with the server.
+        stack.restart("postgres")
+        assert run_coroutine(rows) == 2000
+        run_coroutine(fill_redis)
+        assert run_coroutine(redis_keys) == 1
+        stack.restart("redis")
+        assert run_coroutine(redis_keys) == 0
+        stack.restart("kafka")
+        _answers(info)
+        assert server_ports(info) == ports
+        stack.signal("redis", signal.SIGSTOP)
+        stack.signal("redis", signal.SIGCONT)
+        assert run_coroutine(redis_keys) == 0
+        with pytest.raises(StackError):
+            stack.restart("nonexistent")
+        # Nothing restarts a server that died on its own; watch() says which one.
+        stack.signal("kafka", signal.SIGKILL)
+        died = run_coroutine(lambda: asyncio.wait_for(stack.watch(0.05), 10))
+        assert died.startswith("kafka exited")
+    finally:
+        stack.stop()

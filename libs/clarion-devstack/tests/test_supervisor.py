@@ -7,6 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+import httpx
+import pytest
+
 from clarion_devstack.supervisor import ServiceSpec, Supervisor
 
 _SLEEPER = "import time; print('up', flush=True); time.sleep(60)"
@@ -58,3 +61,40 @@ def test_services_off_the_live_path_yield_the_cpu(tmp_path: Path) -> None:
         "analytics": OFF_PATH_NICE,
         "ingest-api": 0,
     }
+
+
+async def test_start_all_starts_every_service_then_waits_until_each_is_ready(
+    tmp_path: Path,
+) -> None:
+    from clarion_devstack.ports import find_free_port
+    from clarion_devstack.supervisor import ServiceFailed
+
+    port = find_free_port("127.0.0.1")
+    web = ServiceSpec(
+        "web",
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        ready_url=f"http://127.0.0.1:{port}/",
+    )
+    supervisor = Supervisor(tmp_path, lambda *_: None)
+    try:
+        await supervisor.start_all([web, ServiceSpec("plain", [sys.executable, "-c", _SLEEPER])])
+        assert supervisor.names == ["web", "plain"]
+        assert supervisor.pid("web") is not None
+        assert supervisor.pid("plain") is not None
+        # Ready means the URL answers, not that the process merely started.
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/")).status_code == 200
+    finally:
+        await supervisor.stop()
+
+    silent = ServiceSpec(
+        "silent",
+        [sys.executable, "-c", _SLEEPER],
+        ready_url=f"http://127.0.0.1:{find_free_port('127.0.0.1')}/readyz",
+    )
+    supervisor = Supervisor(tmp_path, lambda *_: None)
+    try:
+        with pytest.raises(ServiceFailed, match="silent not ready"):
+            await supervisor.start_all([silent], ready_timeout=1)
+    finally:
+        await supervisor.stop()

@@ -97,3 +97,27 @@ async def test_ping_fails_for_unreachable_database() -> None:
             await ping(engine)
     finally:
         await engine.dispose()
+
+
+async def test_commits_are_synchronous_whatever_the_database_default(
+    fresh_database_url: str,
+) -> None:
+    # A database whose default would let a crash lose acknowledged commits.
+    database = fresh_database_url.rsplit("/", 1)[1]
+    admin = create_engine(fresh_database_url, pool_pre_ping=False)
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'ALTER DATABASE "{database}" SET synchronous_commit = off'))
+            await conn.commit()
+    finally:
+        await admin.dispose()
+    plain = create_engine(fresh_database_url, connect_args={"server_settings": {}})
+    engine = create_engine(fresh_database_url)
+    try:
+        async with plain.connect() as conn:
+            assert (await conn.execute(text("SHOW synchronous_commit"))).scalar() == "off"
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SHOW synchronous_commit"))).scalar() == "on"
+    finally:
+        await plain.dispose()
+        await engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -40,6 +41,25 @@ async def test_create_redis_names_the_client_and_connects_lazily(
         assert kwargs["client_name"] == "kit-redis"
         assert kwargs["db"] == 3
         assert kwargs["socket_timeout"] == 1.5
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.integration
+async def test_a_burst_wider_than_the_pool_waits_for_connections_instead_of_failing(
+    devstack: Any, clean_env: pytest.MonkeyPatch
+) -> None:
+    settings = ServiceSettings(redis_url=devstack.redis_url, redis_max_connections=4)
+    client = create_redis(settings)
+    try:
+        # 50 concurrent blocking commands on a pool of 4: each holds its connection for
+        # 20 ms, so most callers find the pool exhausted and must queue for a connection.
+        results = await asyncio.gather(
+            *(client.blpop([f"kit-burst-{n}"], timeout=0.02) for n in range(50))
+        )
+        assert results == [None] * 50
+        assert len(client.connection_pool._in_use_connections) == 0
+        assert client.connection_pool.max_connections == 4
     finally:
         await client.aclose()
 

@@ -18,6 +18,7 @@ from clarion_kit.retry import (
     RetryPolicy,
     dead_letter,
     dlq_headers,
+    is_outage,
     is_poison,
     retry_call,
 )
@@ -83,6 +84,60 @@ async def test_retry_call_gives_up_with_last_error() -> None:
     with pytest.raises(TimeoutError, match="attempt 4"):
         await retry_call(broken, FAST)
     assert calls == 4
+
+
+async def test_an_outage_is_waited_out_without_using_up_attempts() -> None:
+    from redis.exceptions import BusyLoadingError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    calls = 0
+    outage = [RedisConnectionError("refused")] * 6 + [BusyLoadingError("LOADING")]
+
+    async def during_a_restart() -> str:
+        nonlocal calls
+        calls += 1
+        if outage:
+            raise outage.pop(0)
+        if calls < 10:  # then a real failure, within the policy's attempts
+            raise ValueError("bad luck")
+        return "ok"
+
+    # Seven outage failures and two real ones: more runs than max_attempts (4), and
+    # still the handler is not given up on, nor its record dead-lettered.
+    assert await retry_call(during_a_restart, FAST) == "ok"
+    assert calls == 10
+
+
+async def test_real_failures_after_an_outage_still_stop_at_max_attempts() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    calls = 0
+
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 5:
+            raise RedisConnectionError("refused")
+        raise ValueError(f"attempt {calls}")
+
+    with pytest.raises(ValueError, match="attempt 9"):
+        await retry_call(broken, FAST)
+
+
+def test_outages_are_told_from_failures_of_the_record() -> None:
+    from asyncpg.exceptions import CannotConnectNowError
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    assert is_outage(ConnectionRefusedError())
+    assert is_outage(DBAPIError("SELECT 1", {}, CannotConnectNowError("starting up")))
+    lost = DBAPIError("SELECT 1", {}, Exception("closed"), connection_invalidated=True)
+    assert is_outage(lost)
+    wrapped = RuntimeError("handler failed")
+    wrapped.__cause__ = ConnectionResetError()
+    assert is_outage(wrapped)
+    assert not is_outage(IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert not is_outage(ValueError("bad value"))
+    assert not is_outage(TimeoutError("slow handler"))
 
 
 async def test_poison_is_not_retried() -> None:

@@ -44,6 +44,7 @@ def test_prefixed_variable_wins_over_shared(clean_env: pytest.MonkeyPatch) -> No
     clean_env.setenv("CLARION_INGEST_KAFKA_BOOTSTRAP_SERVERS", "mine:9092")
     clean_env.setenv("CLARION_ENVIRONMENT", "test")
     clean_env.setenv("CLARION_INGEST_ENVIRONMENT", "staging")
+    clean_env.setenv("CLARION_JWT_SECRET", "s" * 40)
     s = IngestSettings()
     assert s.kafka_bootstrap_servers == "mine:9092"
     assert s.environment == "staging"
@@ -87,8 +88,13 @@ def test_production_refuses_dev_secret(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_production_asymmetric_needs_jwks(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="jwks_url"):
-        IngestSettings(environment="production", jwt_algorithm="RS256")
-    s = IngestSettings(environment="production", jwt_algorithm="RS256", jwks_url="https://idp/jwks")
+        IngestSettings(environment="production", jwt_algorithm="RS256", jwt_secret="x" * 40)
+    s = IngestSettings(
+        environment="production",
+        jwt_algorithm="RS256",
+        jwks_url="https://idp/jwks",
+        jwt_secret="x" * 40,
+    )
     assert s.jwks_url == "https://idp/jwks"
 
 

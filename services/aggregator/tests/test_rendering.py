@@ -132,3 +132,25 @@ def test_no_markup_survives_in_html(names: list[str], title: str) -> None:
     stripped = out.body_html.replace("<p>", "").replace("</p>", "")
     stripped = stripped.replace("<strong>", "").replace("</strong>", "")
     assert "<" not in stripped
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("javascript:alert(1)", "no link"),
+        ("data:text/html,<script>alert(1)</script>", "no link"),
+        ("myapp://post/1", "no link"),
+        ("https://example.com/p/1", "open https://example.com/p/1"),
+    ],
+)
+def test_templates_see_only_web_links(tmp_path: Path, url: str, shown: str) -> None:
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "default.j2").write_text(
+        '{% if object.url %}<a href="{{ object.url }}">open</a> {{ object.url }}'
+        "{% else %}no link{% endif %}\n"
+    )
+    obj = {**POST, "url": url}
+    rendered = Renderer(tmp_path).render("x", "en", actor_names=["a"], actor_count=1, obj=obj)
+    assert rendered.title == shown
+    if shown == "no link":
+        assert url.split(":")[0] not in rendered.body_html

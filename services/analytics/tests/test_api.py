@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import httpx
+import jwt
 import pytest
 from prometheus_client import CollectorRegistry
 
 from clarion_analytics.app import create_app
 from clarion_analytics.settings import AnalyticsSettings
 from clarion_kit.auth import issue_token, verify_token
+from clarion_kit.unsubscribe_tokens import issue_unsubscribe_token
 
 ENDPOINTS = ("summary", "funnel", "latency", "failures", "online")
 
@@ -68,6 +71,37 @@ async def test_invalid_tokens_are_401(client: httpx.AsyncClient) -> None:
         assert response.headers["content-type"] == "application/problem+json"
     response = await client.get("/v1/analytics/summary", headers=forged)
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_unsubscribe_and_long_lived_tokens_are_401(client: httpx.AsyncClient) -> None:
+    settings = _settings()
+    now = int(time.time())
+    century = jwt.encode(
+        {"sub": "ops", "scope": "admin", "iat": now, "exp": now + 100 * 365 * 86400},
+        settings.jwt_secret,
+        algorithm="HS256",
+    )
+    unsubscribe = issue_unsubscribe_token(settings, "ops", "social", 3600)
+    for token in (century, unsubscribe):
+        response = await client.get(
+            "/v1/analytics/summary", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+async def test_api_docs_are_not_served_outside_development(environment: str) -> None:
+    settings = _settings(environment=environment, jwt_secret="s" * 40)
+    app = create_app(settings, registry=CollectorRegistry())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as c:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert (await c.get(path)).status_code == 404, path
+
+
+async def test_api_docs_are_served_in_development(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/openapi.json")).status_code == 200
 
 
 async def test_admin_passes_authentication(client: httpx.AsyncClient) -> None:
@@ -134,3 +168,27 @@ async def test_healthz_and_metrics_without_lifespan(client: httpx.AsyncClient) -
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200
     assert "clarion_analytics_messages_total" in metrics.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"to": "0001-01-01T00:00:00Z"},
+        {"to": "9999-12-31T23:59:59-01:00"},
+        {"from": "0001-01-01T00:00:00+05:00", "to": "0001-01-02T00:00:00Z"},
+    ],
+)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_extreme_dates_are_422_not_an_overflow(endpoint: str, params: dict[str, str]) -> None:
+    settings = _settings()
+    app = create_app(settings, registry=CollectorRegistry())
+    # Any object will do: the range is checked before the repository is used.
+    app.state.repo = object()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as c:
+        response = await c.get(
+            f"/v1/analytics/{endpoint}", params=params, headers=_bearer(settings, "admin")
+        )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/invalid-range"

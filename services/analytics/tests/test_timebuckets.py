@@ -69,3 +69,26 @@ def test_bad_ranges_are_refused() -> None:
         TimeRange.resolve(NOW - MAX_RANGE - timedelta(seconds=1), NOW, now=NOW)
     naive = TimeRange.resolve(datetime(2026, 11, 24), datetime(2026, 11, 25), now=NOW)
     assert naive.start.tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (None, datetime(1, 1, 1, tzinfo=UTC)),
+        (None, datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-1)))),
+        (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), None),
+        (None, datetime(1970, 1, 1, 12, tzinfo=UTC)),
+        (datetime(9999, 12, 31, tzinfo=UTC), None),
+    ],
+)
+def test_bounds_outside_the_supported_range_are_refused(
+    start: datetime | None, end: datetime | None
+) -> None:
+    with pytest.raises(RangeError):
+        TimeRange.resolve(start, end, now=NOW)
+
+
+def test_the_latest_supported_range_can_be_bucketed() -> None:
+    rng = TimeRange.resolve(None, datetime(9999, 12, 30, tzinfo=UTC), now=NOW)
+    assert rng.days()[-1] == date(9999, 12, 29)
+    assert floor_to_step(rng.start, choose_step(rng.start, rng.end)) <= rng.start

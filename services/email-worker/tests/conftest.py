@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from clarion_devstack.mailsink import MailSink, SinkServer
 from clarion_devstack.testing import WorkerHarness, eventually, running_worker
-from clarion_email.sink import MailSink, SinkServer
 
 
 class FlakySink(MailSink):

@@ -357,3 +357,35 @@ def test_render_needs_items() -> None:
         TemplateRenderer().render(
             kind=EmailKind.DIGEST, items=[], recipient=RECIPIENT, category="c", unsubscribe_url=None
         )
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "data:text/html,<script>alert(1)</script>", "vbscript:x"]
+)
+@pytest.mark.parametrize("locale", ["en", "de"])
+@pytest.mark.parametrize("kind", [EmailKind.IMMEDIATE, EmailKind.DIGEST])
+def test_a_non_http_url_renders_as_no_link(url: str, locale: str, kind: EmailKind) -> None:
+    # The contract refuses such URLs now; model_copy stands for a record sent before it did.
+    unsafe = item(1).model_copy(update={"url": url})
+    rendered = TemplateRenderer().render(
+        kind=kind,
+        items=[unsafe, item(2)],
+        recipient=Recipient(user_id="u1", name="A", email="a@example.com", locale=locale),
+        category="social",
+        unsubscribe_url="https://x/v1/unsubscribe?token=t",
+    )
+    scheme = url.split(":", 1)[0] + ":"
+    assert scheme not in rendered.html
+    assert scheme not in rendered.text
+    assert 'href=""' not in rendered.html
+    assert 'href="https://x/v1/unsubscribe?token=t"' in rendered.html, "http(s) links are kept"
+    if kind is EmailKind.DIGEST:
+        assert 'href="https://example.com/n/2"' in rendered.html
+
+
+def test_safe_url_filter_blanks_other_schemes() -> None:
+    from clarion_email.domain.templates import safe_url
+
+    assert safe_url("https://example.com/a?b=c") == "https://example.com/a?b=c"
+    for bad in ("javascript:alert(1)", " JavaScript:alert(1)", "data:,x", None, "mailto:a@b"):
+        assert safe_url(bad) == ""

@@ -29,10 +29,10 @@ def test_dev_token_verifies_with_the_shared_settings() -> None:
 
 
 def test_dev_token_admin_and_extra_scopes() -> None:
-    result = runner.invoke(app, ["dev-token", "root", "--admin", "--scope", "unsubscribe:social"])
+    result = runner.invoke(app, ["dev-token", "root", "--admin", "--scope", "inbox:read"])
     assert result.exit_code == 0, result.output
     claims = verify_token(ServiceSettings(), result.stdout.strip())
-    assert claims.scopes == frozenset({"admin", "unsubscribe:social"})
+    assert claims.scopes == frozenset({"admin", "inbox:read"})
 
 
 def test_dev_api_key_matches_the_kit() -> None:
@@ -59,3 +59,10 @@ def test_bad_user_id_is_refused() -> None:
     result = runner.invoke(app, ["dev-token", "two words"])
     assert result.exit_code != 0
     assert "refused" in result.output
+
+
+def test_dev_token_longer_than_the_maximum_lifetime_is_refused() -> None:
+    result = runner.invoke(app, ["dev-token", "alice", "--ttl", str(100 * 365 * 86400)])
+    assert result.exit_code != 0
+    assert "refused" in result.output
+    assert "eyJ" not in result.stdout

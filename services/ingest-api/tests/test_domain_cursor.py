@@ -9,7 +9,48 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clarion_ingest.domain.cursor import Cursor, InvalidCursorError, decode_cursor, encode_cursor
+from clarion_contracts.text import TextPolicyError, check_text
+from clarion_ingest.domain.cursor import (
+    Cursor,
+    CursorRangeError,
+    InvalidCursorError,
+    decode_cursor,
+    encode_cursor,
+)
+
+
+def _noncharacter(text: str) -> bool:
+    try:
+        check_text(text)
+    except TextPolicyError:
+        return True
+    return False
+
+
+def _raw(value: object) -> str:
+    import json
+
+    raw = json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        "0001-01-01T00:00:00+05:00",
+        "9999-12-31T23:59:59-01:00",
+        "1969-12-31T23:59:59Z",
+        "9999-12-31T00:00:00Z",
+    ],
+)
+def test_time_outside_the_supported_range_is_refused(at: str) -> None:
+    with pytest.raises(CursorRangeError):
+        decode_cursor(_raw([at, "x"]))
+
+
+def test_id_with_nul_is_refused() -> None:
+    with pytest.raises(InvalidCursorError):
+        decode_cursor(_raw(["2026-01-01T00:00:00Z", "a\u0000b"]))
 
 
 def test_round_trip_keeps_microseconds_and_offset() -> None:
@@ -26,9 +67,14 @@ def test_encoded_cursor_is_url_safe_without_padding() -> None:
     assert set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+_STORABLE = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufffe\uffff")
+
+
 @given(
-    st.datetimes(timezones=st.just(UTC), min_value=datetime(1971, 1, 1)),
-    st.text(min_size=1, max_size=80),
+    st.datetimes(
+        timezones=st.just(UTC), min_value=datetime(1971, 1, 1), max_value=datetime(9999, 12, 29)
+    ),
+    st.text(_STORABLE, min_size=1, max_size=80).filter(lambda t: not _noncharacter(t)),
 )
 def test_round_trip_any_value(at: datetime, notification_id: str) -> None:
     cursor = Cursor(at, notification_id)

@@ -22,7 +22,6 @@ from clarion_ingest.domain.models import (
     check_timezone,
     default_preferences,
     subscription_id,
-    unsubscribe_category,
     with_email_off,
 )
 
@@ -89,12 +88,6 @@ def test_with_email_off_keeps_other_switches() -> None:
     assert changed.categories["social"] == ChannelPreference(push=False, email=False)
     fresh = with_email_off(default_preferences("bob", NOW), "digest", NOW)
     assert fresh.categories["digest"].email is False
-
-
-def test_unsubscribe_category_from_scopes() -> None:
-    assert unsubscribe_category(["read", "unsubscribe:social"]) == "social"
-    assert unsubscribe_category(["unsubscribe:"]) is None
-    assert unsubscribe_category(["admin"]) is None
 
 
 def test_subscription_id_is_sha256_of_endpoint() -> None:

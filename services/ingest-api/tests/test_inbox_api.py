@@ -445,9 +445,10 @@ async def test_poison_records_in_a_batch_go_to_the_dlq_and_the_rest_is_applied(
 ) -> None:
     svc = inbox_service
     good = notification("p1", "bob")
-    # The database refuses a NUL character (SQLSTATE 22P05 / 22021): that record alone
-    # is refused once the batch is applied record by record.
-    refused = notification("p2", "bob", title="nul \x00 byte")
+    # The contract accepts any actor count but the database column is a 32-bit integer
+    # (SQLSTATE 22003): that record alone is refused once the batch is applied record
+    # by record.
+    refused = notification("p2", "bob").model_copy(update={"actor_count": 2**40})
     later = notification("p3", "bob", minutes=1)
     await svc.produce(
         NOTIFICATIONS,

@@ -63,3 +63,22 @@ async def test_limit_zero_never_touches_redis(client: Any) -> None:
     limiter = RateLimiter(client, prefix, "fixed", WINDOW, clock=Clock(1_000_020.0))
     assert (await limiter.hit("key:z", 0)).allowed
     assert await client.keys(f"{prefix}*") == []
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "sliding"])
+async def test_peek_decides_the_next_request_without_counting_it(
+    client: Any, strategy: str
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    clock = Clock(1_000_040.0)
+    limiter = RateLimiter(client, prefix, strategy, WINDOW, clock=clock)  # type: ignore[arg-type]
+    for _ in range(5):
+        assert (await limiter.peek("authfail:ip", 2)).allowed
+    assert await client.keys(f"{prefix}*") == []
+    await limiter.hit("authfail:ip", 2)
+    assert (await limiter.peek("authfail:ip", 2)).allowed
+    await limiter.hit("authfail:ip", 2)
+    refused = await limiter.peek("authfail:ip", 2)
+    assert not refused.allowed
+    assert refused.retry_after > 0
+    assert int(await client.get(f"{prefix}ingest:rl:authfail:ip:{int(clock.now // WINDOW)}")) == 2

@@ -239,3 +239,46 @@ async def test_health_and_metrics_are_served(harness: Any) -> None:
         assert ready.status_code == 200, ready.text
         metrics = await client.get("/metrics")
     assert metrics.status_code == 200
+
+
+async def test_requests_for_users_without_subscriptions_are_skipped_as_a_batch(
+    harness: Any, push_service: Any, wait_until: Any
+) -> None:
+    await harness.subscribe("desk", "gina")
+    # One produce of many records: the worker sees them in few fetches, most of them
+    # for users who never subscribed, one poison record and one subscribed user among them.
+    producer = harness.producer
+    topic = harness.settings.topic(PUSH_REQUESTS)
+    requests = [push_request(100 + n, f"nobody-{n}") for n in range(200)]
+    requests.insert(120, push_request(99, "gina"))
+    futures = [
+        await producer.send(topic, r.to_bytes(), key=r.recipient_id.encode()) for r in requests
+    ]
+    futures.insert(50, await producer.send(topic, b'{"not": "a push request"}', key=b"x"))
+    for future in futures:
+        await future
+
+    skipped = await wait_until(
+        lambda: (
+            found
+            if len(
+                found := [
+                    s
+                    for s in harness.statuses()
+                    if s.status is DeliveryState.SKIPPED and s.reason == "no_subscription"
+                ]
+            )
+            >= 200
+            else None
+        )
+    )
+    assert sorted(s.recipient_id for s in skipped) == sorted(f"nobody-{n}" for n in range(200))
+    assert len({s.status_id for s in skipped}) == 200
+    await wait_until(lambda: len(push_service.for_endpoint("desk")) == 1)
+    assert push_service.for_endpoint("desk")[0].payload["notification_id"] == "notif-99"
+    value, headers = await harness.first_dead_letter(PUSH_REQUESTS)
+    assert value == b'{"not": "a push request"}'
+    assert headers["x-clarion-error-type"] == "ValidationError"
+    # Skipped requests never went through the schedule.
+    await harness.worker.dispatcher.drain(timeout=10)
+    assert await harness.worker.dispatcher.schedule.pending() == 0

@@ -109,6 +109,7 @@ async def serve(redis_url: str) -> None:
         idle_timeout=3600,
         send_queue_size=1024,
         presence_debounce=3600,
+        max_connections_per_ip=1_000_000,  # the load clients share one address
     )
     gw = create_app(settings)
     await gw.start(kafka=False)

@@ -164,10 +164,23 @@ class Client:
         await self.ws.close()
 
 
+def released(gw: Gateway) -> bool:
+    """The gateway holds no socket, session, per-address count or presence count."""
+    assert gw._server is not None
+    return (
+        not gw._server.all_connections
+        and gw.connection_count == 0
+        and gw.connections_per_address == {}
+        and gw.metrics.connections._value.get() == 0
+        and all(state.sessions == 0 for state in gw.ledger._users.values())
+    )
+
+
 class Harness:
     """Gateway instances, clients and producers of one integration test."""
 
     wait_for = staticmethod(wait_for)
+    released = staticmethod(released)
     notification = staticmethod(make_notification)
     inbox_event = staticmethod(make_inbox_event)
     token = staticmethod(lambda user, ttl=3600: token_for(user, ttl))

@@ -25,6 +25,7 @@ from clarion_gateway.protocol import (
     decode_wire,
     encode_wire,
     inbox_template,
+    json_depth_exceeds,
     notification_template,
     parse_client_frame,
     replay_is_complete,
@@ -100,7 +101,44 @@ def test_parse_other_frames() -> None:
         ('{"type":"connect","token":5}', CloseCode.BAD_TOKEN),
         ('{"type":"connect","token":"t","since":"nope"}', CloseCode.PROTOCOL_ERROR),
         (b'{"type":"ping"}', CloseCode.PROTOCOL_ERROR),
-        ('{"type":"ping","pad":"' + "x" * 20000 + '"}', CloseCode.PROTOCOL_ERROR),
+        ('{"type":"ping","pad":"' + "x" * 20000 + '"}', CloseCode.MESSAGE_TOO_BIG),
+        # 6,000 characters but 18,000 UTF-8 bytes: the bound is on bytes.
+        ('{"type":"ping","pad":"' + "€" * 6000 + '"}', CloseCode.MESSAGE_TOO_BIG),
+        ("[" * 8000 + "]" * 8000, CloseCode.PROTOCOL_ERROR),
+        ('{"type":"ping","x":' + "[" * 5000, CloseCode.PROTOCOL_ERROR),
+        ('{"type":"ping","x":' + '{"a":' * 2000 + "1" + "}" * 2001, CloseCode.PROTOCOL_ERROR),
+        ('{"type":"connect","token":"t","since":"abcd1234:²"}', CloseCode.PROTOCOL_ERROR),
+        ('{"type":"connect","token":"t","since":"abcd1234:٣"}', CloseCode.PROTOCOL_ERROR),
+        ('{"type":"connect","token":"t","since":"abcd1234:"}', CloseCode.PROTOCOL_ERROR),
+        ('{"type":"connect","token":"t","since":"abcd1234:-1"}', CloseCode.PROTOCOL_ERROR),
+        (
+            '{"type":"connect","token":"t","since":"abcd1234:' + "9" * 5000 + '"}',
+            CloseCode.PROTOCOL_ERROR,
+        ),
+        ('{"type":"connect","token":"t","since":"abéd:1"}', CloseCode.PROTOCOL_ERROR),
+        (
+            '{"type":"connect","token":"t","since":{"epoch":"ab","seq":1e400}}',
+            CloseCode.PROTOCOL_ERROR,
+        ),
+        (
+            '{"type":"connect","token":"t","since":{"epoch":"ab","seq":' + "9" * 30 + "}}",
+            CloseCode.PROTOCOL_ERROR,
+        ),
+        (
+            '{"type":"connect","token":"t","since":{"epoch":["ab"],"seq":1}}',
+            CloseCode.PROTOCOL_ERROR,
+        ),
+        ('{"type":"connect","token":"t","since":5}', CloseCode.PROTOCOL_ERROR),
+        ('{"type":"connect","token":"t","since":true}', CloseCode.PROTOCOL_ERROR),
+        ('{"type":"connect","token":"t\u00e9"}', CloseCode.BAD_TOKEN),
+        ('{"type":"connect","token":"\ud800"}', CloseCode.BAD_TOKEN),
+        ('{"type":["connect"]}', CloseCode.PROTOCOL_ERROR),
+        ('{"type":{"a":1}}', CloseCode.PROTOCOL_ERROR),
+        ("", CloseCode.PROTOCOL_ERROR),
+        ("null", CloseCode.PROTOCOL_ERROR),
+        ('"\ud800"', CloseCode.PROTOCOL_ERROR),
+        ("[1e99999]", CloseCode.PROTOCOL_ERROR),
+        ("1" * 5000, CloseCode.PROTOCOL_ERROR),
     ],
 )
 def test_parse_rejects(data: str | bytes, code: CloseCode) -> None:
@@ -108,6 +146,59 @@ def test_parse_rejects(data: str | bytes, code: CloseCode) -> None:
         parse_client_frame(data)
     assert exc.value.code == code
     assert len(exc.value.reason.encode()) <= 123
+
+
+@pytest.mark.parametrize(
+    ("text", "deeper"),
+    [
+        ('{"type":"ping"}', False),
+        ('{"since":{"epoch":"a","seq":1}}', False),
+        ("[" * 8 + "]" * 8, False),
+        ("[" * 9 + "]" * 9, True),
+        ('["' + "[" * 50 + '"]', False),  # brackets inside a string do not nest
+        ('["\\"' + ",[" * 4 + "]" * 4 + "]", False),  # an escaped backslash ends no string
+        ('["\\"' + "[" * 50 + '"]', False),  # an escaped quote does not end the string
+        ("{" * 20, True),
+    ],
+)
+def test_json_depth(text: str, deeper: bool) -> None:
+    assert json_depth_exceeds(text) is deeper
+
+
+def test_frame_size_bound_is_configurable() -> None:
+    frame = '{"type":"ping","pad":"' + "x" * 2000 + '"}'
+    assert parse_client_frame(frame) == PingFrame()
+    with pytest.raises(ProtocolError) as exc:
+        parse_client_frame(frame, max_bytes=1024)
+    assert exc.value.code == CloseCode.MESSAGE_TOO_BIG
+    with pytest.raises(ProtocolError):
+        ServerSessionProtocol(max_bytes=1024).receive(frame)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=30,
+    )
+    | st.text()
+)
+def test_parse_raises_only_protocol_errors(value: object) -> None:
+    candidates = [value if isinstance(value, str) else json.dumps(value)]
+    if isinstance(value, dict):
+        candidates.append(json.dumps({**value, "type": "connect", "token": "t"}))
+        candidates.append(json.dumps({"type": "connect", "token": "t", "since": value}))
+    if isinstance(value, str):
+        candidates.append(json.dumps({"type": "connect", "token": "t", "since": value}))
+        candidates.append(json.dumps({"type": "connect", "token": value}))
+    errors: list[ProtocolError] = []
+    for data in candidates:
+        try:
+            parse_client_frame(data)
+        except ProtocolError as exc:  # anything else fails the test
+            errors.append(exc)
+    allowed = {CloseCode.PROTOCOL_ERROR, CloseCode.BAD_TOKEN, CloseCode.MESSAGE_TOO_BIG}
+    assert all(e.code in allowed and len(e.reason.encode()) <= 123 for e in errors)
 
 
 def test_state_machine_requires_connect_first() -> None:

@@ -2,7 +2,7 @@
 
 Each command group lives in its own module and is registered here:
 ``devstack`` (the embedded stack), ``contracts`` (schema snapshots, AsyncAPI),
-``deploy`` (generated deploy files), ``vapid`` (Web Push keys), ``dev-token`` /
+``deploy`` (topic creation on a cluster), ``vapid`` (Web Push keys), ``dev-token`` /
 ``dev-api-key``,
 ``replay``, ``run`` and ``bench``.
 """

@@ -58,6 +58,34 @@ def create_database(server_url: str, name: str) -> str:
     return with_database(server_url, name)
 
 
+def list_databases(server_url: str) -> set[str]:
+    """Return the names of every database on the server of ``server_url``.
+
+    Connects to the server's ``postgres`` maintenance database with the credentials of
+    ``server_url``.
+
+    Args:
+        server_url: URL of any database on the server (SQLAlchemy or libpq form).
+
+    Returns:
+        The ``datname`` of every row of ``pg_database`` (templates included).
+
+    Raises:
+        Exception: connection errors of asyncpg.
+    """
+
+    async def fetch() -> set[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(asyncpg_dsn(with_database(server_url, "postgres")))
+        try:
+            return {row["datname"] for row in await conn.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await conn.close()
+
+    return run_coroutine(fetch)
+
+
 def drop_database(database_url: str) -> bool:
     """Drop the database named in ``database_url``, disconnecting its sessions.
 

@@ -1,4 +1,5 @@
-"""Launch all six Clarion services (and the development mail sink) as processes.
+"""Launch all six Clarion services (and the development mail sink,
+:mod:`clarion_devstack.mailsink`) as processes.
 
 Shared by ``clarion run``, the end-to-end tests and ``clarion bench``: one
 place that knows each service's console script, its ports and the settings
@@ -187,6 +188,8 @@ def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
                 "CLARION_GATEWAY_WS_PORT": str(p.gateway),
                 "CLARION_GATEWAY_HTTP_PORT": str(p.gateway_http),
                 "CLARION_GATEWAY_KAFKA_AUTO_OFFSET_RESET": "earliest",
+                # Every local client (browser, replay, benchmark) is one address.
+                "CLARION_GATEWAY_MAX_CONNECTIONS_PER_IP": "100000",
             },
         ),
         spec(
@@ -239,6 +242,7 @@ def service_specs(config: LaunchConfig) -> list[ServiceSpec]:
                     "CLARION_GATEWAY_WS_PORT": str(p.gateway_b),
                     "CLARION_GATEWAY_HTTP_PORT": str(p.gateway_b_http),
                     "CLARION_GATEWAY_KAFKA_AUTO_OFFSET_RESET": "earliest",
+                    "CLARION_GATEWAY_MAX_CONNECTIONS_PER_IP": "100000",
                 },
             ),
         )

@@ -73,6 +73,9 @@ class LatencyObserver:
         self.latencies_ms: list[float] = []
         self.seen: dict[str, list[SeenFrame]] = defaultdict(list)
         self.errors: list[str] = []
+        #: Per user, how often a reconnect was answered ``recovered: false``: the client
+        #: was told its history is gone and must refetch the inbox over REST.
+        self.refetches: dict[str, int] = defaultdict(int)
 
     @property
     def frames(self) -> int:
@@ -89,6 +92,7 @@ class LatencyObserver:
 
     async def _watch(self, user: str) -> None:
         since: str | None = None
+        connected_before = False
         while True:
             try:
                 async with websockets.connect(self._url, compression=None) as ws:
@@ -102,6 +106,9 @@ class LatencyObserver:
                         kind = frame.get("type")
                         if kind == "connected":
                             self._ready[user].set()
+                            if connected_before and frame.get("recovered") is False:
+                                self.refetches[user] += 1
+                            connected_before = True
                         if "offset" in frame:
                             since = frame["offset"]
                         if kind in NOTIFICATION_FRAMES:

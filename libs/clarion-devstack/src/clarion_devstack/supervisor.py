@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -95,12 +95,35 @@ class Supervisor:
         child = self._children[name]
         return child.process.pid if child.process and child.process.returncode is None else None
 
+    def ready_url(self, name: str) -> str | None:
+        """The readiness URL of ``name`` (None for a service without one)."""
+        return self._children[name].spec.ready_url
+
     async def start(self, spec: ServiceSpec) -> None:
         """Start ``spec`` and keep it running."""
         colour = COLOURS[len(self._children) % len(COLOURS)]
         child = _Child(spec, colour)
         self._children[spec.name] = child
         await self._spawn(child)
+
+    async def start_all(self, specs: Iterable[ServiceSpec], ready_timeout: float = 120.0) -> None:
+        """Start every spec in order, then wait until each answers on its ready URL.
+
+        All are started before any is waited for, so they boot in parallel; the wait
+        follows start order.
+
+        Args:
+            specs: services in start order (see :func:`clarion_devstack.launch.service_specs`).
+            ready_timeout: seconds each service gets to become ready, counted from
+                when its wait begins.
+
+        Raises:
+            ServiceFailed: a service was not ready in time or kept exiting.
+        """
+        for spec in specs:
+            await self.start(spec)
+        for name in self.names:
+            await self.wait_ready(name, timeout=ready_timeout)
 
     async def _spawn(self, child: _Child) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,24 @@
-"""Authentication: end-user JWTs (RFC 7519) and producer API keys.
+"""Authentication: end-user and admin access tokens (JWT, RFC 7519) and producer API keys.
 
-End users present ``Authorization: Bearer <JWT>``. Development and tests sign with
-HS256 and ``settings.jwt_secret``; production may verify RS256/ES256 tokens of an
-identity provider whose keys are published at ``settings.jwks_url`` (RFC 7517).
-Claims used: ``sub`` (user id), ``scope`` (space-separated, RFC 8693 §4.2),
-``exp``, ``iat``, and ``iss`` / ``aud`` when configured.
+Token kinds (docs/security.md):
+
+- **access token**: an end user's ``Authorization: Bearer <JWT>``. Development and
+  tests sign with HS256 and ``settings.jwt_secret``; production may verify
+  RS256/ES256 tokens of an identity provider whose keys are published at
+  ``settings.jwks_url`` (RFC 7517). Claims used: ``sub`` (user id), ``scope``
+  (space-separated, RFC 8693 §4.2), ``exp`` (required), ``iat``, and ``iss`` /
+  ``aud`` when configured. ``exp - iat`` may not exceed
+  ``settings.jwt_max_lifetime_seconds``. Verified by :func:`verify_token`.
+- **admin token**: an access token that also holds :data:`ADMIN_SCOPE`
+  (:func:`verify_admin_token`).
+- **unsubscribe token**: single purpose, bound to a user and an email category,
+  see :mod:`clarion_kit.unsubscribe_tokens`. It is signed with a key derived from
+  ``jwt_secret`` and carries its own ``typ`` header, audience and scope, so it is
+  never accepted as an access token (and the reverse).
 
 Producers (services publishing domain events) present an API key; only its
-SHA-256 hash is stored (:func:`hash_api_key`). Outside production the key from
-:func:`dev_api_key` is accepted so a fresh stack can be used at once.
+SHA-256 hash is stored (:func:`hash_api_key`). In development and test the key
+from :func:`dev_api_key` is accepted so a fresh stack can be used at once.
 """
 
 from __future__ import annotations
@@ -31,6 +41,15 @@ if TYPE_CHECKING:
 
 DEFAULT_TOKEN_TTL = timedelta(hours=1)
 API_KEY_PREFIX = "clk_"
+ADMIN_SCOPE = "admin"
+"""The scope that makes an access token an admin token."""
+UNSUBSCRIBE_SCOPE_PREFIX = "unsubscribe:"
+"""Scopes with this prefix belong to unsubscribe tokens; an access token holding one
+is refused (tokens of that shape were issued as unsubscribe links in the past)."""
+UNSUBSCRIBE_AUDIENCE = "clarion:unsubscribe"
+"""The ``aud`` claim of unsubscribe tokens."""
+UNSUBSCRIBE_TOKEN_TYPE = "clarion-unsubscribe+jwt"
+"""The ``typ`` header of unsubscribe tokens (explicit typing, RFC 8725 §3.11)."""
 _LEEWAY_SECONDS = 30
 
 
@@ -40,7 +59,8 @@ class AuthError(Exception):
     Attributes:
         reason: a short machine-readable code: ``missing``, ``malformed``,
             ``expired``, ``bad_signature``, ``invalid_claims``, ``insufficient_scope``,
-            ``unknown_key``, ``invalid_api_key``.
+            ``unknown_key``, ``untrusted_key``, ``wrong_token_kind``,
+            ``lifetime_exceeded``, ``invalid_api_key``.
         message: a human-readable explanation, safe to return to the client.
     """
 
@@ -92,7 +112,7 @@ def issue_token(
     key_id: str | None = None,
     now: int | None = None,
 ) -> str:
-    """Sign a JWT for ``subject`` (RFC 7519).
+    """Sign an access token (JWT, RFC 7519) for ``subject``.
 
     Args:
         settings: ``jwt_algorithm``, ``jwt_secret`` (HMAC) and ``jwt_issuer`` /
@@ -106,10 +126,24 @@ def issue_token(
         now: issue time in Unix seconds (default: the current time).
 
     Raises:
-        AuthError: ``malformed`` when an asymmetric algorithm has no ``private_key``.
+        AuthError: ``malformed`` when an asymmetric algorithm has no ``private_key``;
+            ``lifetime_exceeded`` when ``ttl`` exceeds ``jwt_max_lifetime_seconds``;
+            ``wrong_token_kind`` for an ``unsubscribe:`` scope (see
+            :func:`clarion_kit.unsubscribe_tokens.issue_unsubscribe_token`);
+            ``untrusted_key`` for the development secret outside development and test.
     """
     issued = int(time.time()) if now is None else now
     seconds = int(ttl.total_seconds()) if isinstance(ttl, timedelta) else int(ttl)
+    scopes = tuple(scopes)
+    if seconds > settings.jwt_max_lifetime_seconds:
+        raise AuthError(
+            "lifetime_exceeded",
+            f"a token may live at most {settings.jwt_max_lifetime_seconds}s (asked: {seconds}s)",
+        )
+    if any(s.startswith(UNSUBSCRIBE_SCOPE_PREFIX) for s in scopes):
+        raise AuthError("wrong_token_kind", "unsubscribe scopes belong to unsubscribe tokens")
+    if settings.jwt_algorithm.startswith("HS"):
+        refuse_dev_secret(settings)
     payload: dict[str, Any] = dict(extra_claims or {})
     payload.update(
         {"sub": subject, "scope": " ".join(scopes), "iat": issued, "exp": issued + seconds}
@@ -164,6 +198,53 @@ def _jwks_for(url: str) -> JwksCache:
     return cache
 
 
+def refuse_dev_secret(settings: ServiceSettings) -> None:
+    """Refuse the public development secret outside development and test.
+
+    Settings validation already refuses it at start-up; this check holds for
+    settings built without validation (``model_copy``) too.
+
+    Raises:
+        AuthError: ``untrusted_key`` when ``jwt_secret`` is :data:`DEV_JWT_SECRET`
+            and ``environment`` is not ``development`` or ``test``.
+    """
+    from clarion_kit.settings import DEV_JWT_SECRET
+
+    if settings.jwt_secret == DEV_JWT_SECRET and not settings.allows_dev_credentials:
+        raise AuthError(
+            "untrusted_key",
+            f"the development secret is not trusted in {settings.environment!r}",
+        )
+
+
+def check_lifetime(payload: Mapping[str, Any], max_seconds: int, leeway_seconds: int) -> None:
+    """Refuse a token living longer than ``max_seconds``.
+
+    The lifetime is ``exp - iat``, or ``exp - now`` when there is no ``iat``;
+    ``leeway_seconds`` tolerates rounding by issuers.
+
+    Raises:
+        AuthError: ``lifetime_exceeded`` beyond ``max_seconds + leeway_seconds``.
+    """
+    exp = int(payload["exp"])
+    iat = payload.get("iat")
+    start = int(iat) if isinstance(iat, int | float) else int(time.time())
+    if exp - start > max_seconds + leeway_seconds:
+        raise AuthError(
+            "lifetime_exceeded",
+            f"the token lives {exp - start}s, more than the accepted {max_seconds}s",
+        )
+
+
+def _refuse_unsubscribe_header(token: str) -> None:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.DecodeError as exc:
+        raise AuthError("malformed", "the token is not a well-formed JWT") from exc
+    if header.get("typ") == UNSUBSCRIBE_TOKEN_TYPE:
+        raise AuthError("wrong_token_kind", "an unsubscribe token is not an access token")
+
+
 def verify_token(
     settings: ServiceSettings,
     token: str | None,
@@ -172,22 +253,29 @@ def verify_token(
     key: Any = None,
     leeway_seconds: int = _LEEWAY_SECONDS,
 ) -> Claims:
-    """Verify a JWT's signature and claims and return them.
+    """Verify an access token (JWT): its signature, claims and kind, and return the claims.
 
     The algorithm is pinned to ``settings.jwt_algorithm`` (the token's ``alg``
-    header is not trusted: RFC 8725 §3.1). HMAC algorithms use ``jwt_secret``;
-    others use ``key`` if given, else the key from ``settings.jwks_url`` matching
-    the token's ``kid``. ``exp`` and ``sub`` are required; ``iss`` / ``aud`` are
-    checked when configured. ``leeway_seconds`` tolerates clock skew.
+    header is not trusted: RFC 8725 §3.1). HMAC algorithms use ``jwt_secret``
+    (the public development secret only in development and test); others use
+    ``key`` if given, else the key from ``settings.jwks_url`` matching the token's
+    ``kid``. ``exp`` and ``sub`` are required; ``iss`` / ``aud`` are checked when
+    configured; ``exp - iat`` (or ``exp - now``) may not exceed
+    ``settings.jwt_max_lifetime_seconds``. Unsubscribe tokens (their ``typ``,
+    audience or an ``unsubscribe:`` scope) are refused. ``leeway_seconds``
+    tolerates clock skew.
 
     Raises:
         AuthError: ``missing``, ``malformed``, ``expired``, ``bad_signature``,
-            ``invalid_claims``, ``unknown_key`` or ``insufficient_scope``.
+            ``invalid_claims``, ``unknown_key``, ``untrusted_key``,
+            ``wrong_token_kind``, ``lifetime_exceeded`` or ``insufficient_scope``.
     """
     if not token:
         raise AuthError("missing", "no bearer token")
+    _refuse_unsubscribe_header(token)
     algorithm = settings.jwt_algorithm
     if algorithm.startswith("HS"):
+        refuse_dev_secret(settings)
         verify_key: Any = settings.jwt_secret
     elif key is not None:
         verify_key = key
@@ -213,6 +301,12 @@ def verify_token(
         raise AuthError("malformed", "the token is not a well-formed JWT") from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError("invalid_claims", f"the token claims are not valid: {exc}") from exc
+    check_lifetime(payload, settings.jwt_max_lifetime_seconds, leeway_seconds)
+    audiences = payload.get("aud")
+    if audiences == UNSUBSCRIBE_AUDIENCE or (
+        isinstance(audiences, list) and UNSUBSCRIBE_AUDIENCE in audiences
+    ):
+        raise AuthError("wrong_token_kind", "an unsubscribe token is not an access token")
     scope = payload.get("scope", "")
     if isinstance(scope, list):
         scopes = frozenset(str(s) for s in scope)
@@ -220,6 +314,8 @@ def verify_token(
         scopes = frozenset(scope.split())
     else:
         raise AuthError("invalid_claims", "scope must be a space-separated string")
+    if any(s.startswith(UNSUBSCRIBE_SCOPE_PREFIX) for s in scopes):
+        raise AuthError("wrong_token_kind", "an unsubscribe token is not an access token")
     subject = payload.get("sub")
     if not isinstance(subject, str) or not subject:
         raise AuthError("invalid_claims", "sub must be a non-empty string")
@@ -235,6 +331,17 @@ def verify_token(
     )
     claims.require_scopes(*required_scopes)
     return claims
+
+
+def verify_admin_token(
+    settings: ServiceSettings, token: str | None, *, scope: str = ADMIN_SCOPE, key: Any = None
+) -> Claims:
+    """Verify an admin token: an access token (:func:`verify_token`) holding ``scope``.
+
+    Raises:
+        AuthError: as :func:`verify_token`; ``insufficient_scope`` without ``scope``.
+    """
+    return verify_token(settings, token, required_scopes=(scope,), key=key)
 
 
 def auth_problem(error: AuthError, realm: str = "clarion") -> ProblemError:
@@ -275,8 +382,8 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def dev_api_key_enabled(settings: ServiceSettings) -> bool:
-    """True when the development API key may be accepted (any non-production environment)."""
-    return settings.environment != "production"
+    """True when the development API key may be accepted: only in development and test."""
+    return settings.allows_dev_credentials
 
 
 def dev_api_key(settings: ServiceSettings) -> str:
@@ -286,10 +393,13 @@ def dev_api_key(settings: ServiceSettings) -> str:
     same key from the shared ``jwt_secret`` without configuration.
 
     Raises:
-        AuthError: ``invalid_api_key`` in production, where no development key exists.
+        AuthError: ``invalid_api_key`` outside development and test, where no
+            development key exists.
     """
     if not dev_api_key_enabled(settings):
-        raise AuthError("invalid_api_key", "there is no development API key in production")
+        raise AuthError(
+            "invalid_api_key", f"there is no development API key in {settings.environment!r}"
+        )
     digest = hmac.new(
         settings.jwt_secret.encode(), b"clarion-dev-api-key", hashlib.sha256
     ).hexdigest()

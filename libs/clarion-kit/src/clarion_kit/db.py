@@ -31,14 +31,23 @@ def create_engine(settings: ServiceSettings | str, **overrides: Any) -> AsyncEng
     No connection is opened until first use; dispose it with ``await engine.dispose()``.
     ``pool_pre_ping`` is on so connections dropped by the server are replaced.
 
+    Every connection runs with ``synchronous_commit = on`` whatever the server's or
+    database's default: consumers commit their Kafka offsets once a transaction
+    returned, and with asynchronous commit a PostgreSQL crash loses the last
+    acknowledged transactions (up to three ``wal_writer_delay``), so those records
+    would be lost for good. A ``connect_args`` override keeps this setting unless it
+    names ``server_settings`` itself.
+
     Args:
         settings: service settings, or a database URL.
         **overrides: keyword arguments for ``sqlalchemy.ext.asyncio.create_async_engine``.
     """
     url = settings if isinstance(settings, str) else settings.database_url
     options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+    connect_args = dict(overrides.pop("connect_args", {}))
+    connect_args.setdefault("server_settings", {"synchronous_commit": "on"})
     options.update(overrides)
-    return create_async_engine(url, **options)
+    return create_async_engine(url, connect_args=connect_args, **options)
 
 
 def session_maker(engine: AsyncEngine) -> async_sessionmaker[SQLModelSession]:

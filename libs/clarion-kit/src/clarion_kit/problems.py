@@ -228,8 +228,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     Handles :class:`ProblemError`, Starlette/FastAPI ``HTTPException`` (404 for
     unknown routes, 405...), ``RequestValidationError`` (422 with an ``errors``
     list of ``{loc, msg, type}``) and any other exception (500 whose body never
-    contains the exception text).
+    contains the exception text; answered by
+    :class:`~clarion_kit.unhandled.UnhandledErrorMiddleware` so the connection
+    stays usable).
     """
+    from clarion_kit.unhandled import UnhandledErrorMiddleware
+
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_exception_handler(ProblemError, _problem_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)

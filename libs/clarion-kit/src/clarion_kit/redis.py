@@ -19,18 +19,29 @@ def create_redis(settings: ServiceSettings, **overrides: Any) -> aioredis.Redis:
     Replies are ``bytes`` unless ``decode_responses=True`` is passed. The client owns a
     connection pool: close it with ``await client.aclose()`` at shutdown.
 
+    The pool is a ``BlockingConnectionPool`` of at most ``settings.redis_max_connections``:
+    a burst (thousands of WebSocket clients reconnecting at once after a gateway
+    restart) waits up to ``settings.redis_pool_timeout_seconds`` for a free connection
+    instead of failing with "Too many connections", and never opens more connections
+    than Redis is sized for.
+
     Args:
-        settings: gives ``redis_url`` (``redis://host:port/db`` or ``rediss://``).
-        **overrides: keyword arguments for ``redis.asyncio.Redis.from_url``.
+        settings: gives ``redis_url`` (``redis://host:port/db`` or ``rediss://``) and
+            the pool bounds.
+        **overrides: keyword arguments for the connection pool
+            (``redis.asyncio.BlockingConnectionPool.from_url``).
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": 5.0,
         "socket_timeout": 10.0,
         "health_check_interval": 30,
         "client_name": settings.service_name,
+        "max_connections": settings.redis_max_connections,
+        "timeout": settings.redis_pool_timeout_seconds,
     }
     options.update(overrides)
-    client: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, **options)
+    client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool with it
     return client
 
 

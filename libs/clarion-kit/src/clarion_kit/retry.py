@@ -25,6 +25,13 @@ A poison record, one that cannot be parsed into the handler's contract
 (``pydantic.ValidationError``, invalid JSON or UTF-8) or whose handler raises
 :class:`PermanentError`, goes to the DLQ at once: retrying cannot fix it.
 
+An outage of the service's own infrastructure (:func:`is_outage`: Redis,
+PostgreSQL or the Kafka broker unreachable, restarting or still loading) says
+nothing about the record: it is retried with capped backoff for as long as the
+outage lasts, does not use up ``max_attempts`` and never sends the record to the
+DLQ. The partition waits meanwhile, and readiness (which checks the same servers)
+is false, so the record is handled once the server is back.
+
 Every DLQ'd record increments ``clarion_<service>_dlq_messages_total{topic,
 error_type}``; every retry increments ``clarion_<service>_handler_retries_total
 {topic,error_type}``.
@@ -59,7 +66,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     wait_exponential_jitter,
 )
 
@@ -151,6 +157,53 @@ def is_poison(exc: BaseException) -> bool:
     )
 
 
+def _outage_types() -> tuple[type[BaseException], ...]:
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+    from asyncpg.exceptions import CannotConnectNowError, PostgresConnectionError
+    from redis.exceptions import BusyLoadingError, TryAgainError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (
+        RedisConnectionError,
+        RedisTimeoutError,
+        BusyLoadingError,
+        TryAgainError,
+        PostgresConnectionError,
+        CannotConnectNowError,
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        NodeNotReadyError,
+        ConnectionError,
+    )
+
+
+_OUTAGE_TYPES: tuple[type[BaseException], ...] | None = None
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True if ``exc`` means a server the handler depends on is unreachable, not that
+    the record is bad: connection refused or reset, a server still loading its data
+    after a restart (Redis ``LOADING``), a PostgreSQL connection lost or refused
+    (also when wrapped by SQLAlchemy, whose ``connection_invalidated`` flag says so),
+    the Kafka broker unreachable or timing out.
+    """
+    global _OUTAGE_TYPES
+    if _OUTAGE_TYPES is None:
+        _OUTAGE_TYPES = _outage_types()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _OUTAGE_TYPES):
+            return True
+        if getattr(current, "connection_invalidated", False):
+            return True
+        orig = getattr(current, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
 def _retryable(exc: BaseException) -> bool:
     return (
         isinstance(exc, Exception) and not isinstance(exc, HandlerException) and not is_poison(exc)
@@ -174,8 +227,10 @@ async def retry_call(
     """Run ``func`` up to ``policy.max_attempts`` times with exponential backoff.
 
     Poison errors (:func:`is_poison`), FastStream ack/nack control exceptions and
-    cancellation are not retried. ``on_retry(exc, attempt)`` runs before each wait;
-    ``attempts``, when given, holds the number of runs afterwards (also on failure).
+    cancellation are not retried. Failures that are outages (:func:`is_outage`) are
+    retried until the server is back and do not count towards ``max_attempts``.
+    ``on_retry(exc, attempt)`` runs before each wait; ``attempts``, when given, holds
+    the number of runs afterwards (also on failure).
 
     Raises:
         The last exception of ``func`` once attempts are exhausted (or at once if
@@ -189,8 +244,18 @@ async def retry_call(
             if exc is not None:
                 on_retry(exc, state.attempt_number)
 
+    failures = 0
+
+    def stop(state: RetryCallState) -> bool:
+        nonlocal failures
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if exc is not None and is_outage(exc):
+            return False
+        failures += 1
+        return failures >= policy.max_attempts
+
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts),
+        stop=stop,
         wait=wait_exponential_jitter(
             multiplier=policy.initial_backoff_seconds,
             max=policy.max_backoff_seconds,

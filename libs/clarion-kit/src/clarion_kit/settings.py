@@ -37,7 +37,11 @@ SHARED_ENV_PREFIX = "CLARION_"
 """Prefix of the deployment-wide variables every service falls back to."""
 
 DEV_JWT_SECRET = "clarion-dev-secret-change-me-0123456789abcdef"
-"""The development JWT signing secret; refused when ``environment == "production"``."""
+"""The public development JWT signing secret; refused outside :data:`DEV_ENVIRONMENTS`."""
+
+DEV_ENVIRONMENTS: frozenset[str] = frozenset({"development", "test"})
+"""Environments where the public development credentials (:data:`DEV_JWT_SECRET`, the
+development API key) and the interactive API docs are allowed."""
 
 SHARED_FIELDS: frozenset[str] = frozenset(
     {
@@ -58,6 +62,9 @@ SHARED_FIELDS: frozenset[str] = frozenset(
         "jwt_issuer",
         "jwt_audience",
         "jwks_url",
+        "jwt_max_lifetime_seconds",
+        "unsubscribe_token_max_lifetime_seconds",
+        "api_docs_enabled",
         "otel_exporter",
         "otel_endpoint",
         "otel_sample_ratio",
@@ -103,8 +110,10 @@ class ServiceSettings(BaseSettings):
 
     Raises:
         pydantic.ValidationError: on construction, for malformed values or, when
-            ``environment="production"``, for the development JWT secret (which also
-            disables the development API key) or an HS256 secret under 32 bytes.
+            ``environment`` is not in :data:`DEV_ENVIRONMENTS`, for the public
+            development JWT secret (whatever the algorithm: it also keys unsubscribe
+            tokens), an HMAC secret under 32 bytes, or an asymmetric algorithm
+            without ``jwks_url``.
     """
 
     model_config = SettingsConfigDict(
@@ -169,6 +178,19 @@ class ServiceSettings(BaseSettings):
         default="", description="Prepended to every topic name (test isolation, multi-tenant)"
     )
     redis_prefix: str = Field(default="clarion:", description="Prepended to every Redis key")
+    redis_max_connections: int = Field(
+        default=100,
+        ge=2,
+        description=(
+            "Connections the service's Redis pool opens at most; a caller finding them all "
+            "busy waits for one (redis_pool_timeout_seconds) instead of failing"
+        ),
+    )
+    redis_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for a free pooled Redis connection before an error",
+    )
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -184,6 +206,23 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwks_url: str | None = None
+    jwt_max_lifetime_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        description=(
+            "Longest accepted lifetime of an end-user or admin access token, in seconds: "
+            "exp - iat, or exp - now when the token has no iat"
+        ),
+    )
+    unsubscribe_token_max_lifetime_seconds: int = Field(
+        default=90 * 86_400,
+        ge=3600,
+        description="Longest accepted lifetime of an unsubscribe token, in seconds",
+    )
+    api_docs_enabled: bool | None = Field(
+        default=None,
+        description="Serve /docs, /redoc and /openapi.json (unset: only in development and test)",
+    )
 
     retry_max_attempts: int = Field(
         default=3, ge=1, description="Handler runs per record before it goes to the DLQ"
@@ -213,20 +252,37 @@ class ServiceSettings(BaseSettings):
         )
 
     @model_validator(mode="after")
-    def _production_refuses_dev_secrets(self) -> Self:
-        if self.environment != "production":
+    def _refuse_dev_credentials(self) -> Self:
+        if self.allows_dev_credentials:
             return self
+        if self.jwt_secret == DEV_JWT_SECRET:
+            raise ValueError(
+                f"the public development JWT secret is refused in {self.environment!r} "
+                "(it signs tokens, unsubscribe links and the development API key): "
+                "set CLARION_JWT_SECRET"
+            )
         if self.jwt_algorithm.startswith("HS"):
-            if self.jwt_secret == DEV_JWT_SECRET:
-                raise ValueError(
-                    "the development JWT secret (and with it the development API key) "
-                    "is refused in production: set CLARION_JWT_SECRET"
-                )
             if len(self.jwt_secret.encode()) < 32:
                 raise ValueError("jwt_secret must be at least 32 bytes for HMAC (RFC 7518 §3.2)")
-        elif not self.jwks_url and self.jwt_secret == DEV_JWT_SECRET:
-            raise ValueError(f"{self.jwt_algorithm} in production needs jwks_url")
+        elif not self.jwks_url:
+            raise ValueError(f"{self.jwt_algorithm} outside development needs jwks_url")
         return self
+
+    @property
+    def allows_dev_credentials(self) -> bool:
+        """True in :data:`DEV_ENVIRONMENTS`, where the public development credentials work."""
+        return self.environment in DEV_ENVIRONMENTS
+
+    @property
+    def serves_api_docs(self) -> bool:
+        """Whether HTTP services serve ``/docs``, ``/redoc`` and ``/openapi.json``.
+
+        ``api_docs_enabled`` when set, else only in :data:`DEV_ENVIRONMENTS`: the
+        schema maps every endpoint for an attacker.
+        """
+        if self.api_docs_enabled is not None:
+            return self.api_docs_enabled
+        return self.allows_dev_credentials
 
     @property
     def is_production(self) -> bool:

@@ -22,8 +22,9 @@ is its own (the dispatcher, its clients, its poller) and wires its handlers::
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -35,7 +36,15 @@ from faststream.kafka.message import KafkaMessage
 from clarion_contracts.registry import DELIVERY_STATUS, TopicSpec
 from clarion_contracts.v1 import DeliveryStatus, utc_now
 from clarion_kit.health import HealthChecks, HealthServer, health_app
-from clarion_kit.kafka import ensure_topics, ping, subscriber_options
+from clarion_kit.kafka import (
+    OutgoingRecord,
+    ensure_topics,
+    ping,
+    raw_producer,
+    raw_records,
+    send_batches,
+    subscriber_options,
+)
 from clarion_kit.redis import create_redis
 from clarion_kit.retry import (
     HEADER_ATTEMPTS,
@@ -48,6 +57,8 @@ from clarion_kit.scheduling import SchedulePoller
 from clarion_kit.settings import ServiceSettings
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+_JSON_HEADERS: tuple[tuple[str, bytes], ...] = (("content-type", b"application/json"),)
 
 MAX_DEAD_LETTER_ERROR_CHARS = 1000
 """Longest ``x-clarion-error`` text :meth:`DeliveryEvents.publish_dead_letter` writes."""
@@ -129,6 +140,33 @@ class DeliveryEvents:
             aiokafka.errors.KafkaError: the broker did not take the record.
         """
         await self.publish(status.to_bytes(), topic=self._status_topic, key=status.notification_id)
+
+    async def statuses(self, statuses: Sequence[DeliveryStatus]) -> None:
+        """Publish many delivery outcomes at once; return once the broker acknowledged all.
+
+        The records go out as record batches through the broker's producer
+        (:func:`clarion_kit.kafka.send_batches`), keyed by ``notification_id``: a
+        worker reporting a whole consumer batch of outcomes pays one produce round
+        trip, not one per record.
+
+        Raises:
+            aiokafka.errors.KafkaError: the broker did not take a record.
+        """
+        producer = raw_producer(self._broker)
+        if producer is None:  # FastStream's TestKafkaBroker has no producer of its own
+            for status in statuses:
+                await self.status(status)
+            return
+        records = [
+            OutgoingRecord(
+                self._status_topic,
+                status.notification_id.encode(),
+                status.to_bytes(),
+                _JSON_HEADERS,
+            )
+            for status in statuses
+        ]
+        await asyncio.gather(*await send_batches(producer, records))
 
     async def publish_dead_letter(
         self,
@@ -239,6 +277,7 @@ class ChannelWorker(ABC, Generic[SettingsT]):
         handler: Callable[..., Awaitable[Any]],
         *,
         group_suffix: str | None = None,
+        batch_max_records: int | None = None,
     ) -> None:
         """Register ``handler`` on ``spec``'s topic, as a consumer off the live path.
 
@@ -247,9 +286,15 @@ class ChannelWorker(ABC, Generic[SettingsT]):
             handler: the FastStream handler.
             group_suffix: consume in the group ``<service_name>-<group_suffix>``
                 instead of the service's own group.
+            batch_max_records: hand the handler whole fetches of up to this many
+                records, as aiokafka ``ConsumerRecord`` lists (:func:`raw_records`);
+                the handler then parses and dead-letters each record itself (the
+                kit's DLQ middleware handles single records only).
         """
         group = None if group_suffix is None else f"{self.settings.service_name}-{group_suffix}"
         options = subscriber_options(self.settings, group_id=group, background=True)
+        if batch_max_records is not None:
+            options.update(batch=True, max_records=batch_max_records, decoder=raw_records)
         self.broker.subscriber(self.settings.topic(spec), **options)(handler)
 
     def application(self, context_name: str) -> FastStream:

@@ -117,12 +117,17 @@ def create_app(
             await engine.dispose()
             log.info("analytics stopped")
 
+    # The schema maps every endpoint: only development and test serve it by default.
+    docs = cfg.serves_api_docs
     app = FastAPI(
         title="Clarion analytics",
         version="1.0.0",
         description="Delivery funnel, latency percentiles, failures and online users.",
         lifespan=lifespan,
         telemetry=http_telemetry(),
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = cfg
     app.state.repo = None

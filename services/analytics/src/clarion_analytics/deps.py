@@ -8,7 +8,7 @@ from fastapi import Depends, Header, Request
 
 from clarion_analytics.adapters.postgres import AnalyticsRepository
 from clarion_analytics.settings import AnalyticsSettings
-from clarion_kit.auth import AuthError, Claims, bearer_token, verify_token
+from clarion_kit.auth import AuthError, Claims, bearer_token, verify_admin_token
 from clarion_kit.problems import ProblemError
 
 
@@ -38,7 +38,10 @@ def require_admin(
     settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Claims:
-    """Verify the bearer JWT (RFC 6750) and require the admin scope.
+    """Verify the bearer admin token (RFC 6750): an access token holding the admin scope.
+
+    Unsubscribe tokens, over-long lifetimes and the development secret outside
+    development and test are refused (:func:`clarion_kit.auth.verify_admin_token`).
 
     Raises:
         ProblemError: 401 (with ``WWW-Authenticate: Bearer``) for a missing or invalid
@@ -46,7 +49,7 @@ def require_admin(
     """
     try:
         token = bearer_token(authorization)
-        return verify_token(settings, token, required_scopes=(settings.admin_scope,))
+        return verify_admin_token(settings, token, scope=settings.admin_scope)
     except AuthError as exc:
         if exc.reason == "insufficient_scope":
             raise ProblemError(

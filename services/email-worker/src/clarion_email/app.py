@@ -33,10 +33,10 @@ from clarion_email.dispatcher import EmailDispatcher
 from clarion_email.domain.ratelimit import DomainRateLimiter
 from clarion_email.domain.templates import TemplateRenderer
 from clarion_email.settings import EmailSettings
-from clarion_kit.auth import issue_token
 from clarion_kit.kafka import create_broker
 from clarion_kit.logging import configure_logging, get_logger
 from clarion_kit.scheduling import SchedulePoller
+from clarion_kit.unsubscribe_tokens import issue_unsubscribe_token
 from clarion_kit.worker import ChannelWorker, materialise
 
 log = get_logger(__name__)
@@ -64,11 +64,10 @@ class EmailWorker(ChannelWorker[EmailSettings]):
     dispatcher: EmailDispatcher | None = None
 
     def _token_for(self, user_id: str, category: str) -> str:
-        return issue_token(
-            self.settings,
-            subject=user_id,
-            scopes=(f"unsubscribe:{category}",),
-            ttl=self.settings.unsubscribe_token_ttl_seconds,
+        # A single-purpose unsubscribe token, never an access token: it sits in a
+        # mailbox (and its provider's logs) for weeks.
+        return issue_unsubscribe_token(
+            self.settings, user_id, category, self.settings.unsubscribe_token_ttl_seconds
         )
 
     def build(self, redis: Redis) -> None:

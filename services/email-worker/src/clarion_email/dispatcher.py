@@ -84,7 +84,8 @@ class EmailDispatcher:
         limiter: per-recipient-domain token buckets.
         events: where statuses and dead letters go.
         policy: SMTP retry bounds.
-        token_for: ``(user_id, category) -> JWT`` for the unsubscribe link.
+        token_for: ``(user_id, category) -> unsubscribe token`` for the unsubscribe link
+            (:func:`clarion_kit.unsubscribe_tokens.issue_unsubscribe_token`).
         from_address / from_name: the sender.
         message_id_domain: right-hand side of Message-IDs.
         public_api_url: base URL of ingest-api for the unsubscribe link.

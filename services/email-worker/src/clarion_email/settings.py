@@ -6,9 +6,9 @@ shared ``CLARION_*`` variables, see :class:`clarion_kit.settings.ServiceSettings
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from clarion_email.domain.retry import BackoffPolicy
@@ -46,7 +46,14 @@ class EmailSettings(ServiceSettings):
         default="http://127.0.0.1:8000",
         description="Public base URL of ingest-api (one-click unsubscribe target)",
     )
-    unsubscribe_token_ttl_seconds: int = Field(default=60 * 86400, ge=3600)
+    unsubscribe_token_ttl_seconds: int = Field(
+        default=60 * 86400,
+        ge=3600,
+        description=(
+            "Lifetime of the unsubscribe token in each email, in seconds; at most the shared "
+            "unsubscribe_token_max_lifetime_seconds that ingest-api accepts"
+        ),
+    )
     product_name: str = "Clarion"
     templates_dir: str | None = Field(
         default=None, description="A folder of templates searched before the built-in ones"
@@ -75,6 +82,15 @@ class EmailSettings(ServiceSettings):
         description="A claim on a request in the send log; longer than one SMTP transaction",
     )
     send_log_ttl_seconds: int = Field(default=30 * 86400, ge=3600)
+
+    @model_validator(mode="after")
+    def _unsubscribe_ttl_within_accepted_lifetime(self) -> Self:
+        if self.unsubscribe_token_ttl_seconds > self.unsubscribe_token_max_lifetime_seconds:
+            raise ValueError(
+                "unsubscribe_token_ttl_seconds exceeds unsubscribe_token_max_lifetime_seconds: "
+                "ingest-api would refuse every unsubscribe link"
+            )
+        return self
 
     def backoff(self) -> BackoffPolicy:
         """The retry policy these settings describe."""

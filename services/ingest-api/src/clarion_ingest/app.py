@@ -174,15 +174,20 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         settings: the configuration; read from the environment when None.
 
     In development the demo inbox page is served at ``/`` from ``web/`` and
-    ``GET /v1/config`` tells it where the realtime gateway is.
+    ``GET /v1/config`` tells it where the realtime gateway is. ``/docs``, ``/redoc``
+    and ``/openapi.json`` exist only when ``settings.serves_api_docs``.
     """
     settings = settings or IngestSettings()
+    docs = settings.serves_api_docs
     app = FastAPI(
         title="Clarion ingest-api",
         version="1.0.0",
         description="Domain events in; users' inboxes, preferences and push subscriptions.",
         lifespan=_lifespan(settings),
         telemetry=http_telemetry(),
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.runtime = None
     checks = _DelegatingChecks()

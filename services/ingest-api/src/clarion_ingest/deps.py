@@ -3,7 +3,11 @@
 Authentication failures answer 401 problem+json with ``WWW-Authenticate: Bearer``
 (RFC 6750 §3); missing scopes answer 403; rate limits answer 429 with
 ``Retry-After`` (RFC 9110 §10.2.3). Each authenticated request counts against its
-API key's or user's rate limit before the endpoint runs.
+API key's or user's rate limit before the endpoint runs, and each unknown API key
+against its client IP's failed-attempt budget (brute-force throttle).
+
+User endpoints accept access tokens only (``clarion_kit.auth.verify_token``):
+unsubscribe tokens are refused with 401 everywhere except the unsubscribe endpoint.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from clarion_ingest.domain.models import is_user_id
 from clarion_ingest.runtime import Runtime
 from clarion_ingest.settings import IngestSettings
 from clarion_kit.auth import (
+    ADMIN_SCOPE,
     AuthError,
     Claims,
     bearer_token,
@@ -26,8 +32,6 @@ from clarion_kit.auth import (
     verify_token,
 )
 from clarion_kit.problems import ProblemError
-
-ADMIN_SCOPE = "admin"
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -75,6 +79,24 @@ async def _enforce(runtime: Runtime, bucket: str, limit: int) -> None:
         )
 
 
+def _client_ip(request: Request) -> str:
+    # uvicorn's proxy_headers puts the X-Forwarded-For client here for trusted proxies.
+    return request.client.host if request.client else "unknown"
+
+
+async def _refuse_throttled_client(runtime: Runtime, bucket: str) -> None:
+    # Checked before the key is: a throttled client learns nothing, not even from a right key.
+    limit = runtime.settings.api_key_failure_limit
+    decision = await runtime.limiter.peek(bucket, limit)
+    if not decision.allowed:
+        raise ProblemError(
+            429,
+            detail=f"too many failed API-key attempts from this address (limit {limit} per "
+            f"{runtime.settings.rate_limit_window_seconds}s)",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+
+
 @dataclass(frozen=True)
 class Producer:
     """An authenticated producer: ``key_id`` is the first 16 hex digits of its key's SHA-256."""
@@ -84,16 +106,20 @@ class Producer:
 
 async def require_producer(
     runtime: RuntimeDep,
+    request: Request,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Producer:
     """Authenticate a producer by API key (``Authorization: Bearer`` or ``X-API-Key``).
 
-    The key's SHA-256 must be in ``settings.api_key_hashes``; outside production
-    the kit's development key is accepted as well.
+    The key's SHA-256 must be in ``settings.api_key_hashes``; in development and
+    test the kit's development key is accepted as well. Unknown keys count against
+    the client IP's ``api_key_failure_limit`` per ``rate_limit_window_seconds``;
+    beyond it every API-key request of that IP answers 429 until the window passes.
 
     Raises:
-        ProblemError: 401 for a missing or unknown key, 429 over the key's rate limit.
+        ProblemError: 401 for a missing or unknown key, 429 over the key's rate limit
+            or the IP's failed-attempt limit (with ``Retry-After``).
     """
     key = x_api_key
     if key is None and authorization is not None:
@@ -104,10 +130,13 @@ async def require_producer(
     if not key:
         raise _unauthorized("an API key is required", "invalid_request")
     settings = runtime.settings
+    failures = f"authfail:{_client_ip(request)}"
+    await _refuse_throttled_client(runtime, failures)
     known = list(settings.api_key_hashes)
     if dev_api_key_enabled(settings):
         known.append(hash_api_key(dev_api_key(settings)))
     if not verify_api_key(key, known):
+        await runtime.limiter.hit(failures, settings.api_key_failure_limit)
         raise _unauthorized("the API key is not valid")
     producer = Producer(key_id=hash_api_key(key)[:16])
     await _enforce(runtime, f"key:{producer.key_id}", settings.rate_limit_api_key)
@@ -121,17 +150,24 @@ async def require_user(
     runtime: RuntimeDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Claims:
-    """Authenticate an end user by JWT (``Authorization: Bearer``); the subject is the user id.
+    """Authenticate an end user by access token (``Authorization: Bearer``).
+
+    The subject is the user id. Unsubscribe tokens, tokens living longer than
+    ``jwt_max_lifetime_seconds`` and the development secret outside development
+    and test are refused (:func:`clarion_kit.auth.verify_token`).
 
     Raises:
-        ProblemError: 401 for a missing, malformed, expired or untrusted token,
-            429 over the user's rate limit.
+        ProblemError: 401 for a missing, malformed, expired, untrusted or
+            wrong-kind token or a subject that is not a valid user id, 429 over
+            the user's rate limit.
     """
     try:
         claims = verify_token(runtime.settings, bearer_token(authorization))
     except AuthError as exc:
         error = "invalid_request" if exc.reason == "missing" else "invalid_token"
         raise _unauthorized(exc.message, error) from exc
+    if not is_user_id(claims.subject):
+        raise _unauthorized("the token subject is not a valid user id")
     await _enforce(runtime, f"user:{claims.subject}", runtime.settings.rate_limit_user)
     return claims
 

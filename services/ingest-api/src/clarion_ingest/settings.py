@@ -80,6 +80,15 @@ class IngestSettings(ServiceSettings):
         default=600, ge=0, description="Requests per window per end user (0: unlimited)"
     )
 
+    api_key_failure_limit: int = Field(
+        default=20,
+        ge=0,
+        description=(
+            "Failed API-key attempts per window per client IP before every API-key request "
+            "of that IP answers 429 until the window passes (0: unlimited)"
+        ),
+    )
+
     inbox_page_max: int = Field(default=100, ge=1, le=1000)
     inbox_page_default: int = Field(default=20, ge=1, le=1000)
     batch_delete_max: int = Field(default=500, ge=1, le=10_000)

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import httpx
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
 from py_vapid import Vapid02
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from clarion_contracts.registry import DELIVERY_STATUS, PUSH_REQUESTS, PUSH_SUBSCRIPTIONS
 from clarion_contracts.v1 import PushRequest, PushSubscription, utc_now
 from clarion_kit.kafka import create_broker
 from clarion_kit.logging import configure_logging, get_logger
+from clarion_kit.retry import RetryPolicy, retry_call
 from clarion_kit.scheduling import SchedulePoller
 from clarion_kit.worker import ChannelWorker, materialise
 from clarion_push.adapters.kafka import KafkaEventSink
@@ -127,14 +130,31 @@ class PushWorker(ChannelWorker[PushSettings]):
             delete=store.remove,
         )
 
-    async def on_request(self, msg: KafkaMessage) -> None:
-        """Deliver (or defer) one push request.
+    async def on_requests(self, records: list[Any]) -> None:
+        """Deliver (or defer) one consumer batch of push requests.
+
+        A record that is not a :class:`PushRequest` is dead-lettered at once (the
+        kit's DLQ headers, ``clarion_push-worker_dlq_messages_total``); the others
+        go to :meth:`PushDispatcher.handle_batch`. Outages of Redis or the broker
+        are waited out with the kit's retry (:func:`clarion_kit.retry.retry_call`),
+        never dead-lettered.
 
         Raises:
-            pydantic.ValidationError: not a :class:`PushRequest` (dead-lettered at once).
+            Exception: the batch kept failing for another reason; FastStream seeks
+                back and it is consumed again.
         """
-        assert self.dispatcher is not None
-        await self.dispatcher.handle(PushRequest.from_bytes(msg.body))
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        dlq = self.broker.clarion_dlq  # type: ignore[attr-defined]
+        requests: list[PushRequest] = []
+        for record in records:
+            try:
+                requests.append(PushRequest.from_bytes(record.value or b""))
+            except (ValidationError, ValueError) as exc:
+                await dlq.send(record, exc, 1)
+        await retry_call(
+            lambda: dispatcher.handle_batch(requests), RetryPolicy.from_settings(self.settings)
+        )
 
 
 def create_app(
@@ -156,5 +176,7 @@ def create_app(
     # One consumer group per topic: members of one group subscribed to different topics
     # make every join rebalance both.
     worker.subscribe(PUSH_SUBSCRIPTIONS, worker.on_subscription, group_suffix="subscriptions")
-    worker.subscribe(PUSH_REQUESTS, worker.on_request)
+    worker.subscribe(
+        PUSH_REQUESTS, worker.on_requests, batch_max_records=settings.request_batch_max_records
+    )
     return worker.application("push_worker")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from clarion_contracts.base import Channel
@@ -98,6 +98,42 @@ class PushDispatcher:
         self._jitter = jitter
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def handle_batch(self, requests: Sequence[PushRequest]) -> None:
+        """Process one consumer batch of push requests.
+
+        Recipients without any subscription are the common case (most users never
+        enable Web Push) and are settled for the whole batch at once: one Redis round
+        trip finds them, and their ``skipped`` / ``no_subscription`` statuses are
+        produced together, acknowledged before the handler returns (so before the
+        offsets are committed). Every other request goes through :meth:`handle`, in
+        batch order. A redelivered batch reports the same statuses again under the
+        same ``status_id``, which their consumers deduplicate.
+
+        Raises:
+            redis.exceptions.RedisError / aiokafka.errors.KafkaError: Redis or the
+                broker failed; nothing of the batch is committed and it is consumed
+                again.
+        """
+        now = self._clock()
+        due = [r for r in requests if r.not_before is None or r.not_before <= now]
+        subscribed = await self.store.users_with_subscriptions(r.recipient_id for r in due)
+        skipped = [r for r in due if r.recipient_id not in subscribed]
+        if skipped:
+            await self._events.statuses(
+                [
+                    self._status_record(
+                        r, None, DeliveryState.SKIPPED, reason="no_subscription", now=now
+                    )
+                    for r in skipped
+                ]
+            )
+            _OUTCOMES.labels(DeliveryState.SKIPPED.value, "no_subscription").inc(len(skipped))
+            log.debug("push.skipped", requests=len(skipped), reason="no_subscription")
+        settled = {id(r) for r in skipped}
+        for request in requests:
+            if id(request) not in settled:
+                await self.handle(request)
 
     async def handle(self, request: PushRequest) -> None:
         """Process one push request from Kafka: defer it, or start its fan-out.
@@ -360,32 +396,49 @@ class PushDispatcher:
         detail: str | None = None,
         attempt: int = 1,
     ) -> None:
-        sub_id = subscription.subscription_id if subscription else "-"
-        if subscription is not None:
-            detail = f"subscription {sub_id}" + (f": {detail}" if detail else "")
         _OUTCOMES.labels(state.value, reason or "").inc()
         log.info(
             "push.outcome",
             request_id=request.request_id,
-            subscription_id=sub_id,
+            subscription_id=subscription.subscription_id if subscription else "-",
             status=state.value,
             reason=reason,
             attempt=attempt,
         )
         await self._events.status(
-            DeliveryStatus(
-                status_id=f"push:{request.request_id}:{sub_id}:{state.value}:{attempt}",
-                notification_id=request.notification_id,
-                version=request.version,
-                recipient_id=request.recipient_id,
-                channel=Channel.PUSH,
-                status=state,
-                type=request.type,
-                reason=reason,
-                detail=detail[:2000] if detail else None,
-                attempt=attempt,
-                request_id=request.request_id,
-                notification_created_at=request.created_at,
-                occurred_at=self._clock(),
+            self._status_record(
+                request, subscription, state, reason=reason, detail=detail, attempt=attempt
             )
+        )
+
+    def _status_record(
+        self,
+        request: PushRequest,
+        subscription: PushSubscription | None,
+        state: DeliveryState,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        attempt: int = 1,
+        now: datetime | None = None,
+    ) -> DeliveryStatus:
+        """The ``clarion.delivery-status.v1`` record of one outcome (``status_id`` is
+        deterministic, so a repeated outcome is recognised downstream)."""
+        sub_id = subscription.subscription_id if subscription else "-"
+        if subscription is not None:
+            detail = f"subscription {sub_id}" + (f": {detail}" if detail else "")
+        return DeliveryStatus(
+            status_id=f"push:{request.request_id}:{sub_id}:{state.value}:{attempt}",
+            notification_id=request.notification_id,
+            version=request.version,
+            recipient_id=request.recipient_id,
+            channel=Channel.PUSH,
+            status=state,
+            type=request.type,
+            reason=reason,
+            detail=detail[:2000] if detail else None,
+            attempt=attempt,
+            request_id=request.request_id,
+            notification_created_at=request.created_at,
+            occurred_at=now or self._clock(),
         )

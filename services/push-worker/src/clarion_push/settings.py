@@ -57,6 +57,11 @@ class PushSettings(ServiceSettings):
         default=60.0, gt=0, description="A claimed scheduled job reappears after this long"
     )
     schedule_batch: int = Field(default=100, ge=1)
+    request_batch_max_records: int = Field(
+        default=500,
+        ge=1,
+        description="Push requests handed to the handler per consumer batch at most",
+    )
     sent_ttl_seconds: int = Field(
         default=7 * 86400,
         ge=60,

@@ -36,7 +36,7 @@ from clarion_gateway.handlers.connection import handle_connection
 from clarion_gateway.handlers.records import RecordProcessor
 from clarion_gateway.handlers.session import Session, run_with_timeout
 from clarion_gateway.metrics import GatewayMetrics
-from clarion_gateway.protocol import KIND_NOTIFICATION, CloseCode, WireMessage
+from clarion_gateway.protocol import CLOSE_REASONS, KIND_NOTIFICATION, CloseCode, WireMessage
 from clarion_gateway.settings import GatewaySettings
 from clarion_kit.health import HealthChecks, HealthServer, health_app
 from clarion_kit.kafka import OutgoingRecord, ensure_topics, send_batches
@@ -68,6 +68,7 @@ class Gateway:
         self.checks = HealthChecks()
         self.prefix = settings.redis_prefix + "gw:"
         self.sessions: dict[str, set[Session]] = {}
+        self.connections_per_address: dict[str, int] = {}
         self.ledger = PresenceLedger(debounce=settings.presence_debounce)
         self.ws_port = settings.ws_port
         self.http_port = settings.http_port
@@ -197,6 +198,13 @@ class Gateway:
             for session in list(sessions):
                 session.close(CloseCode.GOING_AWAY)
         if self._server is not None:
+            # Connections that have not sent `connect` yet have no session to close.
+            for conn in list(self._server.connections):
+                if conn.close_code is None:
+                    closing = asyncio.ensure_future(
+                        conn.close(int(CloseCode.GOING_AWAY), CLOSE_REASONS[CloseCode.GOING_AWAY])
+                    )
+                    closing.add_done_callback(_swallow)
             await run_with_timeout(self._server.wait_closed(), self.settings.close_timeout + 1)
         if self._consume_task is not None:
             # The consumer notices _stopping after its current batch and commits it.
@@ -258,6 +266,22 @@ class Gateway:
                 await self._redis.aclose()
 
     # ------------------------------------------------------------------ sessions
+
+    def admit_address(self, address: str) -> bool:
+        """Count a new connection from ``address``; False (not counted) when it is at its limit."""
+        held = self.connections_per_address.get(address, 0)
+        if held >= self.settings.max_connections_per_ip:
+            return False
+        self.connections_per_address[address] = held + 1
+        return True
+
+    def release_address(self, address: str) -> None:
+        """Uncount a connection admitted by :meth:`admit_address`."""
+        held = self.connections_per_address.get(address, 0) - 1
+        if held > 0:
+            self.connections_per_address[address] = held
+        else:
+            self.connections_per_address.pop(address, None)
 
     def open_session(self, ws: ServerConnection, user_id: str, session_id: str) -> Session:
         """Register a new authenticated session (it buffers until its writer starts)."""

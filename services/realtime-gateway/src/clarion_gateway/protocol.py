@@ -21,6 +21,7 @@ Wire message
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any, Final
@@ -33,6 +34,8 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
     BAD_TOKEN = 4001
@@ -46,6 +49,8 @@ class CloseCode(IntEnum):
 CLOSE_REASONS: Final[dict[CloseCode, str]] = {
     CloseCode.NORMAL: "bye",
     CloseCode.GOING_AWAY: "gateway shutting down",
+    CloseCode.POLICY_VIOLATION: "policy violation",
+    CloseCode.MESSAGE_TOO_BIG: "frame too large",
     CloseCode.INTERNAL_ERROR: "internal error",
     CloseCode.TRY_AGAIN_LATER: "history store unavailable",
     CloseCode.BAD_TOKEN: "invalid or expired token",
@@ -97,25 +102,71 @@ class Offset:
             epoch, seq = value.get("epoch"), value.get("seq")
         elif isinstance(value, str) and value.count(":") == 1:
             epoch, _, raw = value.partition(":")
-            seq = int(raw) if raw.isdigit() else None
+            # ASCII digits only: str.isdigit() accepts '²' or '٣', which int() refuses,
+            # and the length bound keeps int() away from its digit limit.
+            seq = int(raw) if 0 < len(raw) <= 19 and raw.isascii() and raw.isdigit() else None
         else:
             raise ProtocolError("offset must be 'epoch:seq'")
         if not isinstance(epoch, str) or not is_valid_epoch(epoch):
             raise ProtocolError("offset has an invalid epoch")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
             raise ProtocolError("offset has an invalid seq")
         return cls(epoch, seq)
 
 
+MAX_SEQ: Final = 2**63 - 1
+"""Largest seq an offset may name (a signed 64-bit integer, as Redis stream ids hold)."""
+
+_EPOCH_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def is_valid_epoch(epoch: str) -> bool:
-    """An epoch is 1-32 characters from ``[A-Za-z0-9_-]``."""
-    return 0 < len(epoch) <= 32 and all(c.isalnum() or c in "-_" for c in epoch)
+    """An epoch is 1-32 characters from ``[A-Za-z0-9_-]`` (ASCII only)."""
+    return 0 < len(epoch) <= 32 and all(c in _EPOCH_CHARS for c in epoch)
 
 
 # --------------------------------------------------------------------------- client frames
 
 MAX_CLIENT_FRAME_BYTES: Final = 16 * 1024
-"""Largest client frame accepted (a connect frame with a JWT fits easily)."""
+"""Largest client frame accepted in UTF-8 bytes (a connect frame with a JWT fits easily);
+a larger one closes the connection with 1009, as the WebSocket layer does (its ``max_size``)."""
+
+MAX_JSON_DEPTH: Final = 8
+"""Deepest nesting of arrays/objects accepted in a client frame (valid frames need 2)."""
+
+_JSON_TOKENS: Final = re.compile(r'[\\"\[\]{}]')
+
+
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when the JSON ``text`` nests arrays/objects deeper than ``limit`` (RFC 8259).
+
+    A linear scan that skips string contents and stops at the first level over
+    ``limit``, so a frame of thousands of ``[`` costs next to nothing instead of
+    driving the JSON decoder's recursion into ``RecursionError``. Malformed text
+    is scanned as well as it can be; the decoder rejects it afterwards.
+    """
+    depth = 0
+    in_string = False
+    skip_to = -1
+    for match in _JSON_TOKENS.finditer(text):
+        pos = match.start()
+        if pos < skip_to:
+            continue  # the character escaped by a backslash
+        char = match.group()
+        if in_string:
+            if char == "\\":
+                skip_to = pos + 2
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,19 +190,33 @@ class UnreadCountRequest:
 ClientFrame = ConnectFrame | PingFrame | UnreadCountRequest
 
 
-def parse_client_frame(data: str | bytes) -> ClientFrame:
-    """Parse and validate one client frame (a text message holding a JSON object).
+def parse_client_frame(data: str | bytes, max_bytes: int = MAX_CLIENT_FRAME_BYTES) -> ClientFrame:
+    """Parse and validate one client frame (a text message holding a JSON object, RFC 8259).
+
+    Args:
+        data: the message as received (``bytes`` for a binary frame).
+        max_bytes: the largest frame accepted, in UTF-8 bytes.
 
     Raises:
-        ProtocolError: not JSON, not an object, unknown ``type``, or bad fields (4003).
+        ProtocolError: with code 1009 when larger than ``max_bytes``; 4001 when
+            ``connect`` has no usable token (absent, empty, not printable ASCII);
+            4003 for everything else: binary, not JSON, nested deeper than
+            :data:`MAX_JSON_DEPTH`, not an object, unknown ``type``, bad ``since``.
+            Never anything but ``ProtocolError``, whatever ``data`` holds.
     """
     if isinstance(data, bytes):
         raise ProtocolError("binary frames are not accepted")
-    if len(data) > MAX_CLIENT_FRAME_BYTES:
-        raise ProtocolError("frame too large")
+    # A character is 1 to 4 UTF-8 bytes: encode only when the length leaves a doubt.
+    size = len(data)
+    if size > max_bytes or (
+        size * 4 > max_bytes and len(data.encode("utf-8", "surrogatepass")) > max_bytes
+    ):
+        raise ProtocolError("frame too large", CloseCode.MESSAGE_TOO_BIG)
+    if json_depth_exceeds(data):
+        raise ProtocolError("frame nested too deeply")
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ProtocolError("frame is not JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame is not a JSON object")
@@ -160,6 +225,10 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         token = obj.get("token")
         if not isinstance(token, str) or not token:
             raise ProtocolError("connect needs a token", CloseCode.BAD_TOKEN)
+        # A JWT is base64url segments joined by dots (RFC 7519); anything else cannot
+        # verify, and refusing it here keeps odd code points away from the verifier.
+        if not (token.isascii() and token.isprintable()):
+            raise ProtocolError("malformed", CloseCode.BAD_TOKEN)
         since = obj.get("since")
         return ConnectFrame(token=token, since=None if since is None else Offset.parse(since))
     if kind == "ping":
@@ -185,10 +254,11 @@ class ServerSessionProtocol:
     before it is a protocol error.
     """
 
-    __slots__ = ("state",)
+    __slots__ = ("max_bytes", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_CLIENT_FRAME_BYTES) -> None:
         self.state = SessionState.AWAITING_CONNECT
+        self.max_bytes = max_bytes
 
     def receive(self, data: str | bytes) -> ClientFrame:
         """Validate ``data`` against the current state.
@@ -201,7 +271,7 @@ class ServerSessionProtocol:
                 becomes CLOSED.
         """
         try:
-            frame = parse_client_frame(data)
+            frame = parse_client_frame(data, self.max_bytes)
             if self.state is SessionState.AWAITING_CONNECT and not isinstance(frame, ConnectFrame):
                 raise ProtocolError("first frame must be connect")
             if self.state is SessionState.OPEN and isinstance(frame, ConnectFrame):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, IPvAnyNetwork
 from pydantic_settings import SettingsConfigDict
 
 from clarion_kit.settings import ServiceSettings
@@ -38,7 +38,27 @@ class GatewaySettings(ServiceSettings):
     compression: Literal["deflate"] | None = Field(
         default=None, description="permessage-deflate (RFC 7692) when 'deflate'; off by default"
     )
-    max_message_bytes: int = Field(default=64 * 1024, description="Largest client message")
+    max_message_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="Largest client message in bytes; a larger one closes with 1009",
+    )
+    max_sessions_per_user: int = Field(
+        default=20, ge=1, description="Sessions one user may hold on one instance (then 1008)"
+    )
+    max_connections_per_ip: int = Field(
+        default=200,
+        ge=1,
+        description="Connections one client address may hold on one instance (then 1008)",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Reverse proxies whose X-Forwarded-For names the client (JSON list of CIDRs)",
+    )
+    frame_rate: float = Field(
+        default=5.0, gt=0, description="Client frames per second allowed on average (then 1008)"
+    )
+    frame_burst: int = Field(default=20, ge=1, description="Client frames allowed at once")
     send_queue_size: int = Field(
         default=256, ge=1, description="Frames queued per session before it is a slow consumer"
     )

@@ -32,6 +32,7 @@ from clarion_devstack.drain import wait_drained
 from clarion_devstack.launch import LaunchConfig, Ports, service_specs
 from clarion_devstack.loadgen import RateResult, run_at_rate, shaped_events
 from clarion_devstack.observer import LatencyObserver
+from clarion_devstack.peer_report import render_peer_section
 from clarion_devstack.replay.client import ReplayClient
 from clarion_devstack.replay.sources import read_events, resolve_source
 from clarion_devstack.stack import Stack, StackConfig, StackInfo, find_project_root
@@ -110,10 +111,7 @@ async def _phase(
     )
     supervisor = Supervisor(data_dir / "logs", lambda *_: None)
     try:
-        for spec in service_specs(config):
-            await supervisor.start(spec)
-        for name in supervisor.names:
-            await supervisor.wait_ready(name, timeout=120)
+        await supervisor.start_all(service_specs(config), ready_timeout=120)
         watched = [f"bench-user-{n:05d}" for n in range(users)]
         observer = LatencyObserver(f"ws://127.0.0.1:{config.ports.gateway}/v1/ws", watched)
         await observer.start(timeout=60)
@@ -271,6 +269,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {rss:.0f} |" if rss is not None else f"| {name} | - |")
     lines.append("")
     lines += render_services(result.get("services", {}))
+    lines += render_peer_section(result.get("peers") or {})
     return "\n".join(lines)
 
 
@@ -308,6 +307,18 @@ SERVICE_FIGURES: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("ingest-api", "put_users_per_second_median", "PUT /v1/users/{{id}} per s", "{:,.0f}"),
     (
+        "push-worker",
+        "skipped_requests_per_second_median",
+        "push requests/s settled for users without a subscription (target ≥ 20,000)",
+        "{:,.0f}",
+    ),
+    (
+        "push-worker",
+        "cpu_us_per_skipped_request_median",
+        "µs push-worker CPU per such request",
+        "{:.1f}",
+    ),
+    (
         "realtime-gateway",
         "frames_per_second_median",
         "frames/s one process writes to distinct users (target ≥ 40,000)",
@@ -343,7 +354,8 @@ def render_services(services: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "Each service on its own against the embedded stack (medians of rounds):",
         "`services/aggregator/bench/aggregator_bench.py`, `services/ingest-api/bench/"
-        "inbox_bench.py`, `services/realtime-gateway/bench/gateway_bench.py`.",
+        "inbox_bench.py`, `services/push-worker/bench/push_bench.py`, "
+        "`services/realtime-gateway/bench/gateway_bench.py`.",
         "",
         "| service | figure | what |",
         "| --- | --- | --- |",
@@ -352,12 +364,20 @@ def render_services(services: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def read_peer_figures(directory: Path | None) -> dict[str, Any]:
+    """The peer benchmark's figures from ``<directory>/peers.json`` (missing: empty)."""
+    if directory is None or not (directory / "peers.json").is_file():
+        return {}
+    figures: dict[str, Any] = json.loads((directory / "peers.json").read_text())
+    return figures
+
+
 def read_service_figures(directory: Path | None) -> dict[str, dict[str, Any]]:
     """``{service: figures}`` from ``<directory>/<service>.json`` files (missing: skipped)."""
     out: dict[str, dict[str, Any]] = {}
     if directory is None:
         return out
-    for service in ("aggregator", "ingest-api", "realtime-gateway"):
+    for service in ("aggregator", "ingest-api", "push-worker", "realtime-gateway"):
         path = directory / f"{service}.json"
         if path.is_file():
             out[service] = json.loads(path.read_text())
@@ -371,13 +391,14 @@ def bench_command(
     users: int = typer.Option(200, min=1, help="Connected WebSocket users"),
     duration: float = typer.Option(10.0, min=1.0, help="Seconds per fixed-rate run"),
     services: Path | None = typer.Option(
-        None, help="Directory of per-service benchmark JSON files to include"
+        None, help="Directory of per-service (and peers.json) benchmark JSON files to include"
     ),
 ) -> None:
     """Benchmark the full stack and write docs/benchmarks.md and docs/benchmarks.json."""
     console = Console()
     result = asyncio.run(_bench(console, runs, users, duration))
     result["services"] = read_service_figures(services)
+    result["peers"] = read_peer_figures(services)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     output.write_text(render_markdown(result))

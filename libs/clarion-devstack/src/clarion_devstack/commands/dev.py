@@ -46,7 +46,9 @@ def _development_settings() -> ServiceSettings:
 def dev_token(
     user_id: str = typer.Argument(..., help="The user id (the token's subject)"),
     admin: bool = typer.Option(False, "--admin", help="Grant the admin scope"),
-    ttl: int = typer.Option(3600, "--ttl", min=1, help="Lifetime in seconds"),
+    ttl: int = typer.Option(
+        3600, "--ttl", min=1, help="Lifetime in seconds (at most CLARION_JWT_MAX_LIFETIME_SECONDS)"
+    ),
     scope: list[str] = typer.Option([], "--scope", help="Grant another scope (repeatable)"),
 ) -> None:
     """Print a user JWT (HS256, the development secret) for USER_ID."""

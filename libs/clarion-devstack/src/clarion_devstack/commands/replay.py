@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from clarion_devstack.replay.client import ReplayClient, replay
+from clarion_contracts.v1 import DomainEvent
+from clarion_devstack.replay.client import ReplayClient, ReplayStats, replay
 from clarion_devstack.replay.sources import SourceStats, read_events, resolve_source
 
 app = typer.Typer()
@@ -50,28 +52,65 @@ async def run_replay(
         f"[bold]{source.name}[/]: {stats.lines} lines, {stats.mapped} domain events, "
         f"{stats.skipped} notify nobody"
     )
-    users = set(per_recipient) | {e.actor.id for e in events}
     async with ReplayClient(api_url, api_key) as client:
-        console.print(f"creating {len(users)} user profiles...")
-        await client.ensure_profiles(users)
-        client.stats.restart_clock()
-        with Progress(
-            TextColumn("[bold blue]replay"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>8.0f} events/s"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            task = progress.add_task("replay", total=len(events), rate=0.0)
-
-            def tick(accepted: int) -> None:
-                progress.update(task, completed=accepted, rate=client.stats.rate)
-
-            result = await replay(
-                events, client, batch_size=batch_size, speed=speed, on_progress=tick
-            )
+        result = await replay_with_progress(
+            events, client, console, speed=speed, batch_size=batch_size
+        )
     return result.accepted, per_recipient
+
+
+async def replay_with_progress(
+    events: Sequence[DomainEvent],
+    client: ReplayClient,
+    console: Console,
+    *,
+    speed: float,
+    batch_size: int = 200,
+    status: Callable[[], str] | None = None,
+) -> ReplayStats:
+    """Create the profile of every user ``events`` involve, then replay them with a progress bar.
+
+    Profiles go first (recipients and actors), so the aggregator resolves every
+    recipient; the client's rate clock restarts after them, so the events/s shown
+    and returned cover the replay alone.
+
+    Args:
+        events: domain events in replay order.
+        client: an open client of ingest-api.
+        console: where the progress bar is drawn.
+        speed: N x real time; 0 sends as fast as ingest-api accepts.
+        batch_size: events per ``POST /v1/events/batch``.
+        status: called at every progress update; its text is shown after the rate
+            (``clarion run`` shows delivery latencies there).
+
+    Returns:
+        The replay's counters (see :func:`clarion_devstack.replay.client.replay`).
+
+    Raises:
+        httpx.HTTPError: ingest-api refused or is unreachable.
+    """
+    users = {r for e in events for r in (e.recipients or [])} | {e.actor.id for e in events}
+    console.print(f"creating {len(users)} user profiles ...")
+    await client.ensure_profiles(users)
+    client.stats.restart_clock()
+    columns = [
+        TextColumn("[bold blue]replay"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} events/s"),
+    ]
+    if status is not None:
+        columns.append(TextColumn("{task.fields[status]}"))
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("replay", total=len(events), rate=0.0, status="")
+
+        def tick(accepted: int) -> None:
+            text = status() if status is not None else ""
+            progress.update(task, completed=accepted, rate=client.stats.rate, status=text)
+
+        if status is not None:
+            progress.update(task, status=status())
+        return await replay(events, client, batch_size=batch_size, speed=speed, on_progress=tick)
 
 
 @app.command("replay")

@@ -10,18 +10,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from clarion_contracts.v1 import DomainEvent
 from clarion_devstack.drain import wait_drained
 from clarion_devstack.launch import LaunchConfig, Ports, service_specs, urls
 from clarion_devstack.observer import LatencyObserver
-from clarion_devstack.replay.client import ReplayClient, replay
+from clarion_devstack.replay.client import ReplayClient
 from clarion_devstack.replay.sources import SourceStats, read_events, resolve_source
 from clarion_devstack.stack import Stack, StackConfig, StackInfo, find_project_root
 from clarion_devstack.supervisor import Supervisor
@@ -59,7 +59,7 @@ async def _replay(
     info: StackInfo,
     speed: float,
 ) -> None:
-    from clarion_devstack.commands.replay import default_api_key
+    from clarion_devstack.commands.replay import default_api_key, replay_with_progress
 
     stats = SourceStats()
     events: list[DomainEvent] = list(read_events(source, stats))
@@ -72,35 +72,16 @@ async def _replay(
     watched = [user for user, _ in per_user.most_common(20)]
     observer = LatencyObserver(f"ws://127.0.0.1:{ports.gateway}/v1/ws", watched)
     await observer.start()
+
+    def delivery() -> str:
+        p50, p99 = observer.percentiles_ms()
+        shown = [f"{p:.0f} ms" if p is not None else "-" for p in (p50, p99)]
+        return f"delivery p50 {shown[0]} p99 {shown[1]}"
+
     async with ReplayClient(api, default_api_key()) as client:
-        users = set(per_user) | {e.actor.id for e in events}
-        console.print(f"creating {len(users)} user profiles ...")
-        await client.ensure_profiles(users)
-        client.stats.restart_clock()
-        with Progress(
-            TextColumn("[bold blue]replay"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>7.0f} events/s"),
-            TextColumn("delivery p50 {task.fields[p50]} p99 {task.fields[p99]}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            task = progress.add_task("replay", total=len(events), rate=0.0, p50="-", p99="-")
-
-            def tick(accepted: int) -> None:
-                p50, p99 = observer.percentiles_ms()
-                progress.update(
-                    task,
-                    completed=accepted,
-                    rate=client.stats.rate,
-                    p50=f"{p50:.0f} ms" if p50 is not None else "-",
-                    p99=f"{p99:.0f} ms" if p99 is not None else "-",
-                )
-
-            started = time.monotonic()
-            await replay(events, client, speed=speed, on_progress=tick)
-            elapsed = time.monotonic() - started
+        await replay_with_progress(events, client, console, speed=speed, status=delivery)
+        # The client's clock restarted once the profiles existed: the replay alone.
+        elapsed = time.monotonic() - client.stats.started
     console.print(
         f"accepted {client.stats.accepted} events in {elapsed:.1f}s "
         f"({client.stats.accepted / max(elapsed, 1e-9):.0f} events/s); waiting for delivery ..."
@@ -119,6 +100,26 @@ async def _replay(
             f"\n[bold green]Try the demo inbox as {user}[/] ({count} events for them): "
             f"http://127.0.0.1:{ports.ingest}/?user={user}"
         )
+
+
+def _report_failure(
+    console: Console,
+    supervisor: Supervisor,
+    server_died: asyncio.Task[str],
+    done: set[asyncio.Future[Any]],
+) -> int:
+    """Print why the run must stop (a service gave up, a stack server died); 1 if so."""
+    code = 0
+    if supervisor.failure.done():
+        console.print(f"[red]{supervisor.failure.result()}[/]")
+        code = 1
+    if server_died in done:
+        console.print(
+            f"[bold red]{server_died.result()}[/]\n[red]the embedded stack is not "
+            "restarted: whatever it held is gone. Stopping.[/]"
+        )
+        code = 1
+    return code
 
 
 async def _main(
@@ -142,34 +143,37 @@ async def _main(
         loop.add_signal_handler(sig, stop.set)
     code = 0
     try:
-        for spec in service_specs(config):
-            await supervisor.start(spec)
-        for name in supervisor.names:
-            await supervisor.wait_ready(name, timeout=120)
+        await supervisor.start_all(service_specs(config), ready_timeout=120)
         table = Table(title="Clarion is up", show_header=False)
         for label, url in urls(ports).items():
             table.add_row(label, url)
         console.print(table)
+        # A stack server that dies is never restarted behind the services' backs: the
+        # memory-only broker would come back empty and the run would go on as if
+        # nothing was lost. The run stops and says which server died.
+        server_died = asyncio.create_task(stack.watch())
+        failed = asyncio.ensure_future(supervisor.failure)
         if replay_spec != "none":
             source = resolve_source(replay_spec)
             work = asyncio.create_task(_replay(console, source, ports, info, speed))
             waiter = asyncio.create_task(stop.wait())
-            failed = asyncio.ensure_future(supervisor.failure)
-            pending: set[asyncio.Future[object]] = {work, waiter, failed}  # type: ignore[arg-type]
+            pending: set[asyncio.Future[Any]] = {work, waiter, failed, server_died}
             done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if failed in done:
-                console.print(f"[red]{supervisor.failure.result()}[/]")
-                code = 1
+            code = _report_failure(console, supervisor, server_died, done)
             if work in done:
                 work.result()
             else:
                 work.cancel()
             waiter.cancel()
             if exit_after_replay or code:
+                server_died.cancel()
                 return code
         console.print("press Ctrl-C to stop")
-        await stop.wait()
-        return code
+        idle: set[asyncio.Future[Any]] = {asyncio.create_task(stop.wait()), failed, server_died}
+        done, _ = await asyncio.wait(idle, return_when=asyncio.FIRST_COMPLETED)
+        for task in idle - {failed}:
+            task.cancel()
+        return _report_failure(console, supervisor, server_died, done)
     finally:
         console.print("stopping services ...")
         await supervisor.stop()

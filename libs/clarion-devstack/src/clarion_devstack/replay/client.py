@@ -2,7 +2,9 @@
 
 Events go through ``POST /v1/events:batch`` in batches, with a bounded number of
 batches in flight; ``429`` and ``503`` answers are retried after their
-``Retry-After`` (tenacity), other errors stop the replay with the RFC 9457
+``Retry-After`` (tenacity), and so are other ``5xx`` answers and lost connections
+(the same ``event_id`` makes a retried event harmless; each 5xx is counted in
+:attr:`ReplayStats.server_errors`). Other errors stop the replay with the RFC 9457
 problem the API returned. User profiles are created first with
 ``PUT /v1/users/{user_id}`` so email and timezones resolve.
 """
@@ -26,7 +28,7 @@ from clarion_contracts.v1 import DomainEvent
 
 
 class RetryableAnswer(Exception):
-    """ingest-api answered 429 or 503; ``retry_after`` is in seconds."""
+    """ingest-api answered 429 or 5xx; ``retry_after`` is in seconds."""
 
     def __init__(self, status: int, retry_after: float) -> None:
         super().__init__(f"HTTP {status}, retry after {retry_after}s")
@@ -39,11 +41,17 @@ class ReplayError(RuntimeError):
 
 @dataclass
 class ReplayStats:
-    """Running totals of a replay: events accepted, batches sent, retries, start time."""
+    """Running totals of a replay: events accepted, batches sent, retries, start time.
+
+    ``server_errors`` counts answers with a 5xx status other than 503 (each retried),
+    ``unavailable`` the 503 answers (the API's "retry later").
+    """
 
     accepted: int = 0
     batches: int = 0
     retries: int = 0
+    server_errors: int = 0
+    unavailable: int = 0
     started: float = field(default_factory=time.monotonic)
     accepted_at: dict[str, float] = field(default_factory=dict)
 
@@ -108,10 +116,15 @@ class ReplayClient:
                     self.stats.retries += 1
                 async with self._slots:
                     response = await self._http.request(method, url, json=json)
-                if response.status_code in (429, 503):
+                status = response.status_code
+                if status == 503:
+                    self.stats.unavailable += 1
+                elif status >= 500:
+                    self.stats.server_errors += 1
+                if status == 429 or status >= 500:
                     retry_after = float(response.headers.get("Retry-After", "1") or 1)
                     await asyncio.sleep(min(retry_after, 30.0))
-                    raise RetryableAnswer(response.status_code, retry_after)
+                    raise RetryableAnswer(status, retry_after)
                 if response.status_code >= 400:
                     raise ReplayError(f"{method} {url}: {response.status_code} {response.text}")
                 return response

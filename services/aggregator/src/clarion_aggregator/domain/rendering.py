@@ -16,7 +16,8 @@ whitespace collapsed, length capped):
 
 Variables: ``actors`` (names shown, newest first), ``actor_count`` (distinct
 actors), ``others`` (``actor_count - len(actors)``), ``object`` (``type``,
-``id``, ``title``, ``url``), ``data`` (the latest event's data),
+``id``, ``title``, ``url``: an http(s) URL or ``None``, see :func:`with_web_link`),
+``data`` (the latest event's data),
 ``priority``. Filter ``strong`` marks a name (bold in HTML).
 Locale lookup: ``pt-BR`` tries ``pt-br``, then ``pt``, then ``en``.
 """
@@ -37,6 +38,8 @@ import nh3
 from jinja2 import ChainableUndefined, FileSystemLoader, Template, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
+
+from clarion_contracts.text import web_link
 
 DEFAULT_LOCALE = "en"
 DEFAULT_TEMPLATE = "default"
@@ -78,6 +81,17 @@ def _cleaner() -> nh3.Cleaner:
 def sanitize_html(html: str) -> str:
     """Clean HTML with nh3: only the tags in :data:`ALLOWED_TAGS`, links get ``rel``."""
     return _cleaner().clean(html)
+
+
+def with_web_link(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an event object whose ``url`` is kept only if it is http(s), else ``None``.
+
+    Contracts already refuse other schemes; this also covers aggregation groups
+    stored before they did, so a ``javascript:`` link is never rendered nor routed.
+    """
+    out = dict(obj)
+    out["url"] = web_link(out.get("url"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -206,7 +220,7 @@ class Renderer:
         Raises:
             jinja2.TemplateError: a template is broken or breaks the sandbox rules.
         """
-        obj_ctx = dict(obj)
+        obj_ctx = with_web_link(obj)
         obj_ctx["title"] = clean_text(obj_ctx.get("title") or "", 1000) or None
         names = [clean_text(n) for n in actor_names]
         context = {

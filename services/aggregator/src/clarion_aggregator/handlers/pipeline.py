@@ -43,7 +43,7 @@ from clarion_aggregator.adapters.redis_store import (
 )
 from clarion_aggregator.domain.clock import Clock, from_ms, to_ms
 from clarion_aggregator.domain.grouping import Outcome, group_key, notification_id
-from clarion_aggregator.domain.rendering import Rendered, Renderer
+from clarion_aggregator.domain.rendering import Rendered, Renderer, with_web_link
 from clarion_aggregator.domain.routing import EmailMode, Routing, route
 from clarion_aggregator.domain.rules import AggregationRule, RuleSet
 from clarion_aggregator.metrics import AggregatorMetrics
@@ -324,7 +324,7 @@ class Pipeline:
             self._renders[render_key] = rendered
         created_at = from_ms(snap.created_ms)
         updated_at = from_ms(snap.updated_ms)
-        obj = ctx["object"]
+        obj = with_web_link(ctx["object"])
         nid = snap.notification_id
         trace_headers = self._trace.get(pair.event.event_id) or None
         if routing.in_app:

@@ -29,6 +29,11 @@ DEFAULT_RANGE = timedelta(hours=24)
 """Range of a query that gives neither ``from`` nor ``to``."""
 MAX_RANGE = timedelta(days=400)
 """Longest range a query may ask for."""
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+"""Earliest instant a query range may start at (nothing is recorded before the epoch)."""
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+"""Latest instant a query range may end at: a day inside :class:`datetime`'s range, so
+offsets, day and step arithmetic on any accepted bound cannot overflow."""
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -76,6 +81,19 @@ class RangeError(ValueError):
     """A query range that cannot be answered (reversed, empty or too long)."""
 
 
+def _bounded(moment: datetime, name: str) -> datetime:
+    """``moment`` in UTC if within ``[EARLIEST, LATEST]``, else :class:`RangeError`."""
+    try:
+        in_utc = as_utc(moment)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-01:00
+        raise RangeError(f"'{name}' is outside the supported range") from exc
+    if not EARLIEST <= in_utc <= LATEST:
+        raise RangeError(
+            f"'{name}' must be between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
+        )
+    return in_utc
+
+
 @dataclass(frozen=True)
 class TimeRange:
     """A half-open UTC range ``[start, end)``."""
@@ -88,10 +106,16 @@ class TimeRange:
         """Fill defaults (``end`` = ``now``, ``start`` = ``end - 24 h``) and validate.
 
         Raises:
-            RangeError: ``start >= end`` or the range is longer than :data:`MAX_RANGE`.
+            RangeError: a bound outside ``[EARLIEST, LATEST]``, ``start >= end`` or
+                the range is longer than :data:`MAX_RANGE`.
         """
-        stop = as_utc(end) if end is not None else as_utc(now)
-        begin = as_utc(start) if start is not None else stop - DEFAULT_RANGE
+        stop = _bounded(end if end is not None else now, "to")
+        if start is not None:
+            begin = _bounded(start, "from")
+        elif stop - EARLIEST < DEFAULT_RANGE:
+            raise RangeError(f"'to' must be at least {DEFAULT_RANGE} after {EARLIEST.isoformat()}")
+        else:
+            begin = stop - DEFAULT_RANGE
         if begin >= stop:
             raise RangeError("'from' must be earlier than 'to'")
         if stop - begin > MAX_RANGE:

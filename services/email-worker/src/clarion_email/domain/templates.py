@@ -10,6 +10,10 @@ HTML templates autoescape (Jinja2 ``select_autoescape``): names, titles and
 plain-text bodies are escaped, so ``<script>`` in a user name is shown, never
 run. An item's ``body_html`` (sanitised by the aggregator) is sanitised once
 more with nh3 before it is marked safe. Text templates do not escape.
+
+Links: an item's ``url`` reaches the templates only if it is an ``http``/``https``
+URL (else ``None``: the email shows no link), and templates pass every ``href``
+through the ``safe_url`` filter, which renders anything else as an empty string.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import jinja2
 import nh3
 from markupsafe import Markup
 
+from clarion_contracts.text import web_link
 from clarion_contracts.v1 import EmailItem, EmailKind
 from clarion_email.domain.message import RenderedEmail
 
@@ -76,6 +81,11 @@ def sanitize_html(html: str) -> Markup:
     )
 
 
+def safe_url(value: object) -> str:
+    """The ``safe_url`` template filter: ``value`` if it is an http(s) URL, else ``""``."""
+    return web_link(value) or ""
+
+
 def _zone(name: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(name or "UTC")
@@ -115,6 +125,7 @@ class TemplateRenderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+        self.env.filters["safe_url"] = safe_url
         self.product_name = product_name
 
     def _resolve(self, name: str, locale: str | None) -> tuple[str, str]:
@@ -173,7 +184,7 @@ class TemplateRenderer:
                 "title": item.title,
                 "body": item.body,
                 "body_html": sanitize_html(item.body_html),
-                "url": str(item.url) if item.url is not None else None,
+                "url": web_link(item.url),
                 "actor_count": item.actor_count,
                 "occurred_at": when(item.occurred_at),
             }
@@ -196,7 +207,7 @@ class TemplateRenderer:
             "items": views,
             "groups": groups,
             "count": len(views),
-            "unsubscribe_url": unsubscribe_url,
+            "unsubscribe_url": web_link(unsubscribe_url),
             "period_start": when(period_start),
             "period_end": when(period_end),
         }

@@ -141,3 +141,24 @@ class RateLimiter:
         if self.strategy == "fixed":
             return fixed_window(int(current), limit, now, self.window_seconds)
         return sliding_window(int(previous or 0), int(current), limit, now, self.window_seconds)
+
+    async def peek(self, bucket: str, limit: int) -> RateDecision:
+        """Decide the next request of ``bucket`` against ``limit`` without counting it.
+
+        Used where only some requests count (failed API-key attempts): a client
+        over the limit is refused before its request is looked at.
+        """
+        if limit <= 0:
+            return RateDecision(True, 0, 0, 0)
+        now = self.clock()
+        window = window_index(now, self.window_seconds)
+        try:
+            current, previous = await self.client.mget(
+                self._key(bucket, window), self._key(bucket, window - 1)
+            )
+        except RedisError:
+            return RateDecision(True, limit, limit, 0)
+        upcoming = int(current or 0) + 1
+        if self.strategy == "fixed":
+            return fixed_window(upcoming, limit, now, self.window_seconds)
+        return sliding_window(int(previous or 0), upcoming, limit, now, self.window_seconds)

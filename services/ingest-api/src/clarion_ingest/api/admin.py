@@ -21,7 +21,7 @@ router = APIRouter(tags=["admin"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=AcceptedOut,
     summary="Announce something to users",
-    responses=errors(403, 422, 503),
+    responses=errors(400, 403, 422, 503),
 )
 async def announce(body: AnnouncementIn, claims: AdminDep, runtime: RuntimeDep) -> AcceptedOut:
     """Publish a ``clarion.announcement`` domain event whose actor is the admin.

@@ -18,6 +18,7 @@ from fastapi import Request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion_contracts.text import MAX_JSON_DEPTH, json_depth_exceeds
 from clarion_ingest.adapters.kafka import Record
 from clarion_ingest.adapters.outbox import enqueue
 from clarion_ingest.runtime import Runtime
@@ -28,7 +29,10 @@ from clarion_kit.problems import ProblemError, problem_responses
 _log = get_logger(__name__)
 
 AUTH_ERRORS = (401, 413, 422, 429, 500)
-"""Errors every authenticated endpoint can answer."""
+"""Errors every authenticated endpoint can answer.
+
+Endpoints whose body FastAPI parses also list 400: its answer to a body that is not
+UTF-8 or nests beyond what the JSON decoder handles."""
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -135,7 +139,8 @@ async def read_json(request: Request) -> Any:
 
     Raises:
         ProblemError: 415 when the content type is not JSON, 422 when the body is
-            not valid UTF-8 JSON (``errors`` names the position).
+            not valid UTF-8 JSON (``errors`` names the position) or nests arrays
+            and objects deeper than :data:`~clarion_contracts.text.MAX_JSON_DEPTH`.
     """
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
@@ -143,7 +148,7 @@ async def read_json(request: Request) -> Any:
         raise ProblemError(415, detail="the body must be application/json")
     body = await request.body()
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         pos = getattr(exc, "pos", 0)
         raise ProblemError(
@@ -152,3 +157,18 @@ async def read_json(request: Request) -> Any:
             "the body is not valid JSON",
             errors=[{"loc": ["body", pos], "msg": str(exc), "type": "json_invalid"}],
         ) from exc
+    except RecursionError as exc:
+        # The C decoder gives up near the interpreter's recursion limit (~1000 levels).
+        raise _too_deep() from exc
+    if json_depth_exceeds(value, MAX_JSON_DEPTH):
+        raise _too_deep()
+    return value
+
+
+def _too_deep() -> ProblemError:
+    return ProblemError(
+        422,
+        "Unprocessable Content",
+        f"the body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+        errors=[{"loc": ["body"], "msg": "nested too deeply", "type": "json_too_deep"}],
+    )

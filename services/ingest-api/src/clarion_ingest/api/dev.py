@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from clarion_contracts.base import UserId
 from clarion_ingest.deps import RuntimeDep
 from clarion_ingest.domain.models import ConfigOut
 from clarion_kit.auth import issue_token
@@ -49,7 +50,7 @@ class DevTokenOut(BaseModel):
 )
 async def dev_token(
     runtime: RuntimeDep,
-    user: Annotated[str, Query(min_length=1, max_length=128, pattern=r"^[^\s]+$")],
+    user: Annotated[UserId, Query()],
 ) -> DevTokenOut:
     """Sign a one-hour token for ``user`` with the development secret, as ``clarion dev-token``."""
     ttl = 3600

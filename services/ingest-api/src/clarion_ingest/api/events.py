@@ -115,7 +115,7 @@ async def post_event_batch(request: Request, runtime: RuntimeDep, _: ProducerDep
     "/v1/users/{user_id}",
     response_model=UserProfile,
     summary="Create or replace a user profile",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def put_user(
     user_id: Annotated[UserId, Path(description="The producer's user id")],

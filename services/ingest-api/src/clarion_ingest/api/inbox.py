@@ -15,13 +15,19 @@ from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion_contracts.registry import INBOX_EVENTS
+from clarion_contracts.text import Text
 from clarion_contracts.v1 import InboxAction, InboxEvent
 from clarion_ingest.adapters import postgres
 from clarion_ingest.adapters.kafka import Record
 from clarion_ingest.adapters.outbox import enqueue
 from clarion_ingest.api.common import errors, transaction, utcnow
 from clarion_ingest.deps import RuntimeDep, UserDep
-from clarion_ingest.domain.cursor import InvalidCursorError, decode_cursor, encode_cursor
+from clarion_ingest.domain.cursor import (
+    CursorRangeError,
+    InvalidCursorError,
+    decode_cursor,
+    encode_cursor,
+)
 from clarion_ingest.domain.inbox import Change, InboxFilter, PageRequest, clamp_limit
 from clarion_ingest.domain.models import (
     BatchDeleteIn,
@@ -36,7 +42,7 @@ from clarion_kit.problems import ProblemError
 
 router = APIRouter(tags=["inbox"])
 
-NotificationId = Annotated[str, Path(min_length=1, max_length=256)]
+NotificationId = Annotated[Text, Path(min_length=1, max_length=256)]
 
 
 def _not_found(notification_id: str) -> ProblemError:
@@ -84,21 +90,29 @@ async def current_counts(runtime: Runtime, user_id: str) -> CountsOut:
 async def list_notifications(
     claims: UserDep,
     runtime: RuntimeDep,
-    cursor: Annotated[str | None, Query(max_length=1024, description="Opaque cursor")] = None,
+    cursor: Annotated[Text | None, Query(max_length=1024, description="Opaque cursor")] = None,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size")] = None,
     unread: Annotated[bool | None, Query(description="Only unread (true) or read")] = None,
-    category: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    type: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    category: Annotated[Text | None, Query(min_length=1, max_length=64)] = None,
+    type: Annotated[Text | None, Query(min_length=1, max_length=100)] = None,
 ) -> NotificationPage:
     """A page of the caller's notifications ordered by ``(updated_at, id)`` descending.
 
     ``next_cursor`` (opaque) fetches the following page; it is null on the last one.
-    A cursor that was not issued by this API answers 400.
+    A cursor that was not issued by this API answers 400; one naming a time
+    outside 1970-01-01..9999-12-30 UTC answers 422.
     """
     after = None
     if cursor is not None:
         try:
             after = decode_cursor(cursor)
+        except CursorRangeError as exc:
+            raise ProblemError(
+                422,
+                "Unprocessable Content",
+                "the cursor names a time outside the supported range",
+                errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "out_of_range"}],
+            ) from exc
         except InvalidCursorError as exc:
             raise ProblemError(400, detail="the cursor is not valid") from exc
     settings = runtime.settings
@@ -148,7 +162,7 @@ async def read_all(claims: UserDep, runtime: RuntimeDep) -> ReadAllOut:
     "/v1/me/notifications:batch-delete",
     response_model=BatchDeleteOut,
     summary="Delete several of my notifications",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def batch_delete(body: BatchDeleteIn, claims: UserDep, runtime: RuntimeDep) -> BatchDeleteOut:
     """Delete the caller's notifications among ``ids``; other ids are ignored.

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import HTMLResponse
 
 from clarion_contracts.registry import PREFERENCES, PUSH_SUBSCRIPTIONS
+from clarion_contracts.text import Text
 from clarion_contracts.v1 import Preferences, PushKeys, PushSubscription
 from clarion_ingest.adapters import postgres
 from clarion_ingest.adapters.kafka import Record
@@ -23,12 +24,12 @@ from clarion_ingest.domain.models import (
     VapidKeyOut,
     default_preferences,
     subscription_id,
-    unsubscribe_category,
     with_email_off,
 )
 from clarion_ingest.runtime import Runtime
-from clarion_kit.auth import AuthError, verify_token
+from clarion_kit.auth import AuthError
 from clarion_kit.problems import ProblemError, problem_responses
+from clarion_kit.unsubscribe_tokens import verify_unsubscribe_token
 
 router = APIRouter(tags=["preferences"])
 
@@ -63,7 +64,7 @@ async def get_preferences(claims: UserDep, runtime: RuntimeDep) -> PreferencesOu
     "/v1/me/preferences",
     response_model=PreferencesOut,
     summary="Replace my notification preferences",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def put_preferences(
     body: PreferencesIn, claims: UserDep, runtime: RuntimeDep
@@ -79,7 +80,7 @@ async def put_preferences(
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriptionOut,
     summary="Register a Web Push subscription of this browser",
-    responses=errors(422, 503),
+    responses=errors(400, 422, 503),
 )
 async def add_subscription(
     body: PushSubscriptionIn, claims: UserDep, runtime: RuntimeDep
@@ -124,7 +125,7 @@ async def add_subscription(
     responses=errors(404, 422, 503),
 )
 async def remove_subscription(
-    subscription_id: Annotated[str, Path(min_length=1, max_length=128)],
+    subscription_id: Annotated[Text, Path(min_length=1, max_length=128)],
     claims: UserDep,
     runtime: RuntimeDep,
 ) -> Response:
@@ -164,18 +165,18 @@ async def vapid_public_key(runtime: RuntimeDep) -> VapidKeyOut:
 
 
 def _unsubscribe_claims(runtime: Runtime, token: str) -> tuple[str, str]:
+    # Only unsubscribe tokens (clarion_kit.unsubscribe_tokens): an access token,
+    # whatever its scopes, cannot be used as an unsubscribe link.
     try:
-        claims = verify_token(runtime.settings, token)
+        grant = verify_unsubscribe_token(runtime.settings, token)
     except AuthError as exc:
         raise ProblemError(
             401,
             detail=f"the unsubscribe link is not valid: {exc.message}",
             headers={"WWW-Authenticate": 'Bearer realm="clarion", error="invalid_token"'},
+            reason=exc.reason,
         ) from exc
-    category = unsubscribe_category(sorted(claims.scopes))
-    if category is None:
-        raise ProblemError(403, detail="the token does not grant an unsubscribe scope")
-    return claims.subject, category
+    return grant.user_id, grant.category
 
 
 _PAGE = """<!doctype html>
@@ -190,7 +191,7 @@ _PAGE = """<!doctype html>
     "/v1/unsubscribe",
     response_class=HTMLResponse,
     summary="One-click unsubscribe (RFC 8058) from a category's emails",
-    responses={200: {"content": {"text/html": {}}}, **errors(403, 422, 503)},
+    responses={200: {"content": {"text/html": {}}}, **errors(422, 503)},
 )
 async def unsubscribe(
     runtime: RuntimeDep,
@@ -198,9 +199,9 @@ async def unsubscribe(
 ) -> HTMLResponse:
     """Turn email off for the token's category in the user's preferences.
 
-    The token is a JWT signed with the shared secret whose subject is the user
-    and whose scope holds ``unsubscribe:<category>`` (issued by email-worker for
-    the ``List-Unsubscribe`` header). Mail clients POST ``List-Unsubscribe=One-Click``.
+    The token is an unsubscribe token (:mod:`clarion_kit.unsubscribe_tokens`, issued
+    by email-worker for the ``List-Unsubscribe`` header) naming the user and the
+    category; access tokens are refused with 401. Mail clients POST ``List-Unsubscribe=One-Click``.
     Idempotent: unsubscribing twice publishes again but changes nothing.
     """
     user_id, category = _unsubscribe_claims(runtime, token)
@@ -223,7 +224,7 @@ async def unsubscribe(
     "/v1/unsubscribe",
     response_class=HTMLResponse,
     summary="Confirmation page of an unsubscribe link",
-    responses={200: {"content": {"text/html": {}}}, **errors(403, 422)},
+    responses={200: {"content": {"text/html": {}}}, **errors(422)},
 )
 async def unsubscribe_page(
     runtime: RuntimeDep,

@@ -12,13 +12,25 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+
+from clarion_contracts.text import TextPolicyError, check_text
 
 MAX_CURSOR_LENGTH = 1024
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+"""Earliest ``updated_at`` a cursor may name (no notification is older than the epoch)."""
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+"""Latest ``updated_at`` a cursor may name: a day inside :class:`datetime`'s range, so
+converting any offset to UTC cannot overflow."""
 
 
 class InvalidCursorError(ValueError):
     """The cursor was not produced by :func:`encode_cursor` (or was altered)."""
+
+
+class CursorRangeError(InvalidCursorError):
+    """The cursor is well-formed but its time is outside ``[EARLIEST, LATEST]``."""
 
 
 @dataclass(frozen=True, order=True)
@@ -48,7 +60,9 @@ def decode_cursor(text: str) -> Cursor:
 
     Raises:
         InvalidCursorError: the text is too long, not base64, not JSON, or not a
-            ``[aware ISO 8601 time, non-empty id]`` pair.
+            ``[aware ISO 8601 time, non-empty id]`` pair, or the id holds U+0000,
+            a noncharacter or a lone surrogate.
+        CursorRangeError: the time is outside ``[EARLIEST, LATEST]`` (in UTC).
     """
     if not text or len(text) > MAX_CURSOR_LENGTH:
         raise InvalidCursorError("cursor is empty or too long")
@@ -71,4 +85,14 @@ def decode_cursor(text: str) -> Cursor:
         raise InvalidCursorError("cursor is not valid") from exc
     if updated_at.tzinfo is None:
         raise InvalidCursorError("cursor is not valid")
+    try:
+        check_text(value[1])
+    except TextPolicyError as exc:
+        raise InvalidCursorError("cursor is not valid") from exc
+    try:
+        in_utc = updated_at.astimezone(UTC)
+    except OverflowError as exc:
+        raise CursorRangeError("cursor time is out of range") from exc
+    if not EARLIEST <= in_utc <= LATEST:
+        raise CursorRangeError("cursor time is out of range")
     return Cursor(updated_at=updated_at, notification_id=value[1])

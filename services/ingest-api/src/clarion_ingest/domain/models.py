@@ -2,7 +2,9 @@
 
 Request bodies refuse unknown top-level fields (``extra="forbid"``) so a typo is
 a 422, never silently ignored. Time zones are IANA names checked with
-:mod:`zoneinfo`.
+:mod:`zoneinfo`. Every text follows the contracts' text policy
+(:mod:`clarion_contracts.text`: no U+0000, noncharacters or lone surrogates) and
+every URL is http(s), so what the API accepts can always be stored and rendered.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    AnyUrl,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     model_validator,
 )
 
 from clarion_contracts.base import Actor, EventObject, Priority, ShortText, UserId
+from clarion_contracts.text import Text, TextKey, WebUrl, check_text, web_link
 from clarion_contracts.v1 import (
     Audience,
     ChannelPreference,
@@ -36,9 +41,6 @@ from clarion_contracts.v1 import (
 
 ANNOUNCEMENT_TYPE = "clarion.announcement"
 """Domain event type of admin announcements."""
-
-UNSUBSCRIBE_SCOPE_PREFIX = "unsubscribe:"
-"""Scope of an unsubscribe token: ``unsubscribe:<category>`` (issued by email-worker)."""
 
 
 def check_timezone(name: str) -> str:
@@ -56,10 +58,31 @@ def check_timezone(name: str) -> str:
     return name
 
 
-Timezone = Annotated[str, AfterValidator(check_timezone)]
-Segment = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Timezone = Annotated[Text, AfterValidator(check_timezone)]
+Segment = Annotated[Text, StringConstraints(min_length=1, max_length=128)]
+Category = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
+"""A notification category (path, query and preference keys)."""
+NotificationId = Annotated[Text, StringConstraints(min_length=1, max_length=256)]
+"""A notification id as the inbox API takes it."""
+Email = Annotated[
+    str,
+    StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"),
+    AfterValidator(check_text),
+]
 _BCP47 = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
 """A BCP 47 language tag, loosely: language then subtags (``en``, ``pt-BR``, ``zh-Hant-TW``)."""
+
+
+_USER_ID = TypeAdapter(UserId)
+
+
+def is_user_id(value: str) -> bool:
+    """True if ``value`` is a valid :data:`~clarion_contracts.base.UserId` (a token subject)."""
+    try:
+        _USER_ID.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 class StrictBody(BaseModel):
@@ -72,9 +95,7 @@ class ProfileIn(StrictBody):
     """Body of ``PUT /v1/users/{user_id}``: who the user is, for rendering and email."""
 
     name: ShortText
-    email: (
-        Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None
-    ) = None
+    email: Email | None = None
     locale: Annotated[
         str,
         StringConstraints(
@@ -83,17 +104,17 @@ class ProfileIn(StrictBody):
     ] = "en"
     timezone: Timezone = "UTC"
     segments: Annotated[list[Segment], Field(max_length=100)] = Field(default_factory=list)
-    tenant_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    tenant_id: Annotated[Text, StringConstraints(max_length=128)] | None = None
 
 
 class PreferencesIn(StrictBody):
     """Body of ``PUT /v1/me/preferences``: the contract's Preferences minus user and time."""
 
     categories: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=64)], ChannelPreference
+        Annotated[TextKey, StringConstraints(min_length=1, max_length=64)], ChannelPreference
     ] = Field(default_factory=dict, max_length=200)
     muted_objects: Annotated[
-        list[Annotated[str, StringConstraints(min_length=3, max_length=330)]],
+        list[Annotated[Text, StringConstraints(min_length=3, max_length=330)]],
         Field(max_length=1000),
     ] = Field(default_factory=list)
     email_digest: Literal["off", "hourly", "daily"] = "daily"
@@ -140,22 +161,12 @@ def with_email_off(prefs: Preferences, category: str, now: datetime) -> Preferen
     return prefs.model_copy(update={"categories": categories, "updated_at": now})
 
 
-def unsubscribe_category(scopes: tuple[str, ...] | list[str]) -> str | None:
-    """The category named by an ``unsubscribe:<category>`` scope, or ``None`` if absent."""
-    for scope in scopes:
-        if scope.startswith(UNSUBSCRIBE_SCOPE_PREFIX):
-            category = scope[len(UNSUBSCRIBE_SCOPE_PREFIX) :]
-            if 0 < len(category) <= 64:
-                return category
-    return None
-
-
 class PushSubscriptionIn(StrictBody):
     """Body of ``POST /v1/me/push-subscriptions``: a browser's ``PushSubscription.toJSON()``."""
 
-    endpoint: AnyUrl
+    endpoint: WebUrl
     keys: PushKeys
-    user_agent: Annotated[str, StringConstraints(max_length=512)] | None = None
+    user_agent: Annotated[Text, StringConstraints(max_length=512)] | None = None
     expirationTime: int | None = Field(
         default=None, description="Accepted and ignored (the browser's PushSubscription JSON)"
     )
@@ -188,8 +199,8 @@ class AnnouncementIn(StrictBody):
     """
 
     title: ShortText
-    body: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
-    url: AnyUrl | None = None
+    body: Annotated[Text, StringConstraints(min_length=1, max_length=5000)]
+    url: WebUrl | None = None
     priority: Priority = Priority.NORMAL
     recipients: Annotated[list[UserId], Field(min_length=1, max_length=1000)] | None = None
     all: bool = False
@@ -236,8 +247,24 @@ class AcceptedOut(BaseModel):
     accepted: list[str]
 
 
+def _link_or_none(value: Any) -> str | None:
+    # Stored before URLs were restricted to http(s): a non-web link is never returned.
+    return web_link(value)
+
+
+def _with_web_links(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_with_web_links(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            key: web_link(item) if key in ("url", "avatar_url") and item is not None else item
+            for key, item in value.items()
+        }
+    return value
+
+
 class NotificationOut(BaseModel):
-    """One notification in a user's inbox."""
+    """One notification in a user's inbox (``url`` and ``object.url`` only http(s), or null)."""
 
     id: str
     version: int
@@ -246,11 +273,11 @@ class NotificationOut(BaseModel):
     title: str
     body: str
     body_html: str
-    url: str | None = None
+    url: Annotated[str | None, BeforeValidator(_link_or_none)] = None
     priority: Priority
-    actors: list[Actor]
+    actors: Annotated[list[Actor], BeforeValidator(_with_web_links)]
     actor_count: int
-    object: EventObject
+    object: Annotated[EventObject, BeforeValidator(_with_web_links)]
     data: dict[str, Any] = Field(default_factory=dict)
     read: bool
     read_at: AwareDatetime | None = None
@@ -294,7 +321,7 @@ class BatchDeleteIn(StrictBody):
     """Body of ``POST /v1/me/notifications:batch-delete``."""
 
     ids: Annotated[
-        list[Annotated[str, StringConstraints(min_length=1, max_length=256)]],
+        list[NotificationId],
         Field(min_length=1, max_length=10_000),
     ]
 

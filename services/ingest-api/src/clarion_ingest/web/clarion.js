@@ -36,7 +36,7 @@ const STREAM_TYPES = new Set([
 const NOT_FOUND_RETRY_MS = [50, 100, 200, 400, 800, 1600, 3200];
 
 // Close codes after which reconnecting cannot help.
-const FATAL_CODES = new Set([4003]);
+const FATAL_CODES = new Set([4003, 1009]);
 const BAD_TOKEN = 4001;
 
 export class ClarionClient extends EventTarget {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from faststream.kafka import KafkaBroker
@@ -20,6 +21,9 @@ class EventSink(Protocol):
 
     async def status(self, status: DeliveryStatus) -> None:
         """Publish one delivery outcome."""
+
+    async def statuses(self, statuses: Sequence[DeliveryStatus]) -> None:
+        """Publish many delivery outcomes; return once all were acknowledged."""
 
     async def tombstone(self, subscription: PushSubscription) -> None:
         """Publish ``subscription`` with ``active=False``: it is gone."""

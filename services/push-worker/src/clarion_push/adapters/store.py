@@ -17,6 +17,7 @@ Key layout (every key starts with ``settings.redis_prefix``):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -82,6 +83,22 @@ class SubscriptionStore:
         """The stored subscription, or None."""
         raw = await self._redis.get(self._sub_key(subscription_id))
         return None if raw is None else PushSubscription.model_validate_json(raw)
+
+    async def users_with_subscriptions(self, user_ids: Iterable[str]) -> set[str]:
+        """The users among ``user_ids`` with at least one active subscription.
+
+        One pipelined ``EXISTS`` per user, one round trip for the whole set: most
+        recipients of push requests are online elsewhere or never subscribed, and
+        telling them apart must cost next to nothing.
+        """
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return set()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.exists(self._user_key(user))
+            found = await pipe.execute()
+        return {user for user, exists in zip(users, found, strict=True) if exists}
 
     async def for_user(self, user_id: str) -> list[PushSubscription]:
         """Every active subscription of ``user_id`` (sorted by subscription id)."""

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from clarion_gateway.limits import TokenBucket, client_address
 from clarion_gateway.protocol import (
     CLOSE_REASONS,
     CloseCode,
@@ -52,16 +53,40 @@ async def _reject(gw: Gateway, ws: ServerConnection, code: CloseCode, reason: st
 
 
 async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
-    """Serve one WebSocket connection until it closes (see the module docstring)."""
+    """Serve one WebSocket connection until it closes (see the module docstring).
+
+    Whatever ends the connection (a close by either side, a protocol error, an
+    exception in this handler, cancellation at shutdown), the socket is closed and
+    the connection's share of the per-address limit, its session, channel
+    subscription and presence are released before this returns.
+    """
     request = ws.request
     if request is None or request.path.split("?", 1)[0] != WS_PATH:
         await _reject(gw, ws, CloseCode.PROTOCOL_ERROR, "unknown path")
         return
+    peer = ws.remote_address[0] if ws.remote_address else None
+    address = client_address(
+        peer, request.headers.get("X-Forwarded-For"), gw.settings.trusted_proxies
+    )
+    if not gw.admit_address(address):
+        await _reject(gw, ws, CloseCode.POLICY_VIOLATION, "too many connections from address")
+        return
+    try:
+        await _handle(gw, ws)
+    except Exception:
+        log.exception("connection_failed", address=address)
+        if ws.close_code is None:
+            await _reject(gw, ws, CloseCode.INTERNAL_ERROR)
+    finally:
+        gw.release_address(address)
+
+
+async def _handle(gw: Gateway, ws: ServerConnection) -> None:
     if gw.settings.socket_send_buffer:
         sock = ws.transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, gw.settings.socket_send_buffer)
-    protocol = ServerSessionProtocol()
+    protocol = ServerSessionProtocol(gw.settings.max_message_bytes)
     try:
         raw = await asyncio.wait_for(ws.recv(), gw.settings.connect_timeout)
         frame = protocol.receive(raw)
@@ -74,6 +99,8 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
     except ConnectionClosed:
         return
     assert isinstance(frame, ConnectFrame)
+    # End-user access tokens only: unsubscribe tokens, over-long lifetimes and the
+    # development secret outside development are refused here (reason in the close frame).
     try:
         claims = verify_token(gw.settings, frame.token)
     except AuthError as exc:
@@ -81,6 +108,10 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
         return
     user_id = claims.subject
     since = frame.since
+    # Checked and registered with no await in between: concurrent connects cannot overshoot.
+    if len(gw.sessions.get(user_id, ())) >= gw.settings.max_sessions_per_user:
+        await _reject(gw, ws, CloseCode.POLICY_VIOLATION, "too many sessions for user")
+        return
     session = gw.open_session(ws, user_id, secrets.token_hex(8))
     session.last_seen = time.monotonic()
     if claims.expires_at:
@@ -89,7 +120,7 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
             delay, session.close, CloseCode.BAD_TOKEN, "token expired"
         )
     # Only what the session needs stays referenced while it lives (memory per connection).
-    del raw, frame, claims, request
+    del raw, frame, claims
     try:
         await _recover(gw, session, since)
         await _serve(gw, session, protocol)
@@ -98,11 +129,17 @@ async def handle_connection(gw: Gateway, ws: ServerConnection) -> None:
     except (RedisError, TimeoutError) as exc:
         log.warning("session_setup_failed", user_id=user_id, error=str(exc))
         session.close(CloseCode.TRY_AGAIN_LATER)
+    except asyncio.CancelledError:
+        session.close(CloseCode.GOING_AWAY)
+        raise
+    except Exception:
+        log.exception("session_failed", user_id=user_id)
+        session.close(CloseCode.INTERNAL_ERROR)
     finally:
-        if not session.closed:
-            session.mark_closed()
-        # Let the close handshake finish (bounded by close_timeout) before returning,
-        # as websockets closes the transport when the handler returns.
+        # Every path above has started the closing handshake (or the peer closed);
+        # this only makes sure, then lets it finish (bounded by close_timeout)
+        # before returning, as websockets closes the transport when the handler returns.
+        session.close(CloseCode.INTERNAL_ERROR)
         await ws.wait_closed()
 
 
@@ -142,9 +179,14 @@ async def _serve(gw: Gateway, session: Session, protocol: ServerSessionProtocol)
     # Idle and dead connections are closed by the gateway's keepalive task, so an idle
     # session waits here without a timer of its own.
     ws = session.ws
+    settings = gw.settings
+    bucket = TokenBucket(settings.frame_rate, settings.frame_burst, time.monotonic())
     while not session.closed:
         raw = await ws.recv()
-        session.last_seen = time.monotonic()
+        session.last_seen = now = time.monotonic()
+        if not bucket.take(now):
+            session.close(CloseCode.POLICY_VIOLATION, "frame rate exceeded")
+            return
         try:
             frame = protocol.receive(raw)
         except ProtocolError as exc:

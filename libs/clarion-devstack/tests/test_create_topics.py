@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from typer.testing import CliRunner
 
 from clarion_contracts.registry import TOPICS
+from clarion_devstack import topics
 from clarion_devstack.commands import deploy
 
 pytestmark = pytest.mark.integration
@@ -26,12 +27,12 @@ async def _partitions(bootstrap: str, names: list[str]) -> dict[str, int]:
 
 async def test_creates_every_topic_and_dlq_once(devstack: Any, topic_prefix: str) -> None:
     bootstrap = devstack.kafka_bootstrap_servers
-    first = await deploy.create_topics(bootstrap, topic_prefix=topic_prefix)
-    expected = [topic_prefix + p.name for p in deploy.topic_plans()]
+    first = await topics.create_topics(bootstrap, topic_prefix=topic_prefix)
+    expected = [topic_prefix + p.name for p in topics.topic_plans()]
     assert sorted(first.created) == sorted(expected)
     assert first.existing == []
 
-    again = await deploy.create_topics(bootstrap, topic_prefix=topic_prefix)
+    again = await topics.create_topics(bootstrap, topic_prefix=topic_prefix)
     assert again.created == []
     assert sorted(again.existing) == sorted(expected)
 
@@ -42,7 +43,7 @@ async def test_creates_every_topic_and_dlq_once(devstack: Any, topic_prefix: str
 
 
 async def test_partition_override(devstack: Any, topic_prefix: str) -> None:
-    report = await deploy.create_topics(
+    report = await topics.create_topics(
         devstack.kafka_bootstrap_servers,
         topic_prefix=topic_prefix,
         partitions_override=2,

@@ -9,7 +9,7 @@ import aiosmtplib
 import httpx
 import pytest
 
-from clarion_email.sink import MailSink, SinkServer
+from clarion_devstack.mailsink import MailSink, SinkServer
 
 
 def message(subject: str, html: str) -> EmailMessage:

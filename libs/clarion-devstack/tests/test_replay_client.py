@@ -1,0 +1,59 @@
+"""ReplayClient: which answers it retries, which stop it, and what it counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from clarion_contracts.v1 import DomainEvent
+from clarion_devstack.replay.client import ReplayClient, ReplayError
+
+
+def _event() -> DomainEvent:
+    return DomainEvent.model_validate(
+        {
+            "event_id": "00000000-0000-4000-8000-000000000001",
+            "type": "repo.starred",
+            "occurred_at": datetime(2015, 1, 1, 15, tzinfo=UTC).isoformat(),
+            "actor": {"id": "alice", "name": "alice"},
+            "object": {"type": "repo", "id": "octo/cat"},
+            "recipients": ["octo"],
+        }
+    )
+
+
+def _client(answers: list[int], seen: list[int]) -> ReplayClient:
+    def handle(request: httpx.Request) -> httpx.Response:
+        status = answers.pop(0)
+        seen.append(status)
+        if status == 202:
+            return httpx.Response(202, json={"accepted": [str(_event().event_id)]})
+        return httpx.Response(status, headers={"Retry-After": "0"}, json={"title": "x"})
+
+    client = ReplayClient("http://ingest", "key", attempts=5)
+    client._http = httpx.AsyncClient(
+        base_url="http://ingest", transport=httpx.MockTransport(handle)
+    )
+    return client
+
+
+async def test_server_errors_and_unavailable_answers_are_retried_and_counted() -> None:
+    seen: list[int] = []
+    async with _client([500, 503, 502, 202], seen) as client:
+        accepted = await client.send_batch([_event()])
+    assert accepted == [str(_event().event_id)]
+    assert seen == [500, 503, 502, 202]
+    assert client.stats.server_errors == 2
+    assert client.stats.unavailable == 1
+    assert client.stats.retries == 3
+    assert client.stats.accepted == 1
+
+
+async def test_a_client_error_stops_the_replay_with_the_problem() -> None:
+    seen: list[int] = []
+    async with _client([422, 202], seen) as client:
+        with pytest.raises(ReplayError, match="422"):
+            await client.send_batch([_event()])
+    assert seen == [422]
