@@ -80,6 +80,31 @@ def test_router() -> None:
     assert client.get("/healthz").status_code == 200
 
 
+def test_optional_check_is_reported_but_does_not_decide_readiness() -> None:
+    async def state() -> str:
+        return "standby"
+
+    checks = HealthChecks()
+    checks.add("db", ok)
+    checks.add("broker", broken, required=False)
+    checks.add("relay", state, required=False)
+    app = FastAPI()
+    app.include_router(health_router(checks))
+    ready = TestClient(app).get("/readyz")
+    assert ready.status_code == 200
+    report = ready.json()["checks"]
+    assert report["broker"]["ok"] is False
+    assert report["broker"]["required"] is False
+    assert report["broker"]["error"] == "ConnectionError: redis down"
+    assert report["relay"]["detail"] == "standby"
+    assert "required" not in report["db"]
+
+    checks.add("db", broken)
+    not_ready = TestClient(app).get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["detail"] == "not ready: db"
+
+
 def test_asgi_routes_cover_three_paths() -> None:
     routes = asgi_routes(HealthChecks(), CollectorRegistry())
     assert [path for path, _ in routes] == ["/healthz", "/readyz", "/metrics"]

@@ -6,7 +6,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from clarion_kit.metrics import get_or_create_counter, instrument_fastapi, metric_name
+from clarion_kit.metrics import (
+    get_or_create_counter,
+    get_or_create_gauge,
+    instrument_fastapi,
+    metric_name,
+)
 
 
 def test_metric_name() -> None:
@@ -21,6 +26,16 @@ def test_counter_is_shared_per_registry() -> None:
     assert a is b
     other = get_or_create_counter("clarion_t_things_total", "d", ("k",), CollectorRegistry())
     assert other is not a
+
+
+def test_gauge_is_shared_per_registry() -> None:
+    reg = CollectorRegistry()
+    a = get_or_create_gauge("clarion_t_pending", "d", (), reg)
+    b = get_or_create_gauge("clarion_t_pending", "d", (), reg)
+    assert a is b
+    a.set(3)
+    assert reg.get_sample_value("clarion_t_pending") == 3
+    assert get_or_create_gauge("clarion_t_pending", "d", (), CollectorRegistry()) is not a
 
 
 def test_http_metrics_and_endpoint() -> None:

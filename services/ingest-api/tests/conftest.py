@@ -20,6 +20,8 @@ import httpx
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import NullPool, text
+from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 
 from clarion_contracts.registry import TopicSpec
 from clarion_ingest.app import create_app
@@ -110,6 +112,15 @@ class Ingest:
                     await producer.send_and_wait(self.topic(spec), value, key=key)
         finally:
             await producer.stop()
+
+    async def query(self, sql: str, **params: Any) -> list[Any]:
+        """Rows of ``sql`` run on this service's database (a connection of its own)."""
+        engine = create_engine(self.settings.database_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                return list((await conn.execute(text(sql), params)).all())
+        finally:
+            await engine.dispose()
 
     async def read_topic(
         self, spec: TopicSpec, expect: int, timeout: float = WAIT_SECONDS, *, dlq: bool = False
@@ -209,9 +220,8 @@ def start_ingest(
     """``async with start_ingest(**setting_overrides) as ingest``: a service for this test."""
 
     def start(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Ingest]:
-        settings = make_settings(
-            devstack, topic_prefix, redis_prefix, fresh_database_url, **overrides
-        )
+        database_url = overrides.pop("database_url", fresh_database_url)
+        settings = make_settings(devstack, topic_prefix, redis_prefix, database_url, **overrides)
         return running(settings)
 
     return start

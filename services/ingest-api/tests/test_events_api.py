@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from clarion_contracts.registry import DOMAIN_EVENTS, USER_PROFILES
+from clarion_contracts.registry import DOMAIN_EVENTS, PREFERENCES, USER_PROFILES
 from clarion_contracts.v1 import DomainEvent, UserProfile
 
 pytestmark = pytest.mark.integration
@@ -180,41 +180,65 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_broker_unreachable_answers_503_and_keeps_nothing(
+async def test_broker_unreachable_still_accepts_into_the_outbox(
     start_ingest: Any, devstack: Any
 ) -> None:
-    async with start_ingest(
-        kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}", broker_retry_after_seconds=7
-    ) as ingest:
+    async with start_ingest(kafka_bootstrap_servers=f"127.0.0.1:{_closed_port()}") as ingest:
+        single = event()
         response = await ingest.http.post(
-            "/v1/events", json=event(), headers=ingest.producer_headers()
+            "/v1/events", json=single, headers=ingest.producer_headers()
         )
-        assert response.status_code == 503
-        assert response.headers["retry-after"] == "7"
-        assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["status"] == 503
-
+        assert response.status_code == 202, response.text
         batch = await ingest.http.post(
             "/v1/events:batch", json={"events": [event()]}, headers=ingest.producer_headers()
         )
-        assert batch.status_code == 503
+        assert batch.status_code == 202, batch.text
 
-        # A store-then-publish write is rolled back: the preferences stay the defaults.
+        # A store-then-publish write commits with its record.
         user = ingest.user_headers("bob")
         put = await ingest.http.put(
             "/v1/me/preferences", json={"email_digest": "off"}, headers=user
         )
-        assert put.status_code == 503
-        assert put.headers["retry-after"] == "7"
+        assert put.status_code == 200, put.text
         current = await ingest.http.get("/v1/me/preferences", headers=user)
-        assert current.status_code == 200
-        assert current.json()["updated_at"] is None
-        assert current.json()["email_digest"] == "daily"
+        assert current.json()["email_digest"] == "off"
 
-        ready = await ingest.http.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["checks"]["kafka"]["ok"] is False
-        # Nothing reached the real broker under this prefix either.
+        # 202 is true: the three records wait in the outbox, none relayed.
+        pending = await ingest.query(
+            "SELECT topic FROM ingest.outbox WHERE relayed_at IS NULL ORDER BY id"
+        )
+        assert [r.topic for r in pending] == [
+            ingest.topic(DOMAIN_EVENTS),
+            ingest.topic(DOMAIN_EVENTS),
+            ingest.topic(PREFERENCES),
+        ]
+
+        async def relay_failing() -> Any:
+            body = (await ingest.http.get("/readyz")).json()
+            return body if body["checks"]["outbox"]["ok"] is False else None
+
+        body = await ingest.eventually(relay_failing)
+        assert body["status"] == "ready"
+        assert body["checks"]["kafka"] == {
+            **body["checks"]["kafka"],
+            "ok": False,
+            "required": False,
+        }
+        assert body["checks"]["outbox"]["required"] is False
+        assert "BrokerUnavailableError" in body["checks"]["outbox"]["error"]
+
+        async def gauges() -> Any:
+            text = (await ingest.http.get("/metrics")).text
+            return text if "clarion_ingest_api_outbox_pending 3.0" in text else None
+
+        metrics = await ingest.eventually(gauges)
+        age = next(
+            line.split()[-1]
+            for line in metrics.splitlines()
+            if line.startswith("clarion_ingest_api_outbox_oldest_pending_age_seconds ")
+        )
+        assert float(age) > 0
+        # Nothing reached the real broker under this prefix.
         real = ingest.settings.model_copy(
             update={"kafka_bootstrap_servers": devstack.kafka_bootstrap_servers}
         )
@@ -229,15 +253,18 @@ async def test_readiness_reports_every_dependency(ingest: Any) -> None:
 
     await ingest.eventually(ready, timeout=60)
     body = (await ingest.http.get("/readyz")).json()
-    assert set(body["checks"]) == {"postgres", "redis", "kafka"}
+    assert set(body["checks"]) == {"postgres", "redis", "kafka", "outbox"}
     assert (await ingest.http.get("/healthz")).status_code == 200
     await ingest.http.put("/v1/users/u1", json={"name": "U"}, headers=ingest.producer_headers())
+    assert await ingest.read_topic(USER_PROFILES, 1)
     metrics = await ingest.http.get("/metrics")
     assert "clarion_ingest_api_http_requests_total" in metrics.text
     assert (
-        'clarion_ingest_api_records_published_total{topic="clarion.user-profiles.v1"}'
-        in metrics.text
+        'clarion_ingest_api_outbox_relayed_total{topic="clarion.user-profiles.v1"}' in metrics.text
     )
+    assert "clarion_ingest_api_outbox_pending " in metrics.text
+    assert "clarion_ingest_api_outbox_oldest_pending_age_seconds " in metrics.text
+    assert "clarion_ingest_api_outbox_relay_failures_total " in metrics.text
 
 
 async def test_configured_api_keys_are_accepted_by_hash(start_ingest: Any) -> None:

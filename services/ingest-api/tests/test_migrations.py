@@ -56,7 +56,7 @@ async def test_migrations_match_models_and_are_repeatable(fresh_database_url: st
     try:
         async with engine.connect() as conn:
             version = await conn.execute(text(f"SELECT version_num FROM {SCHEMA}.alembic_version"))
-            assert version.scalar_one() == "0001_initial"
+            assert version.scalar_one() == "0002_outbox"
             assert await conn.run_sync(_diff) == []
     finally:
         await engine.dispose()

@@ -2,8 +2,11 @@
 
 ``/healthz`` answers 200 while the process serves HTTP at all (liveness).
 ``/readyz`` runs every registered check concurrently, each bounded by its timeout,
-and answers 200 ``{"status": "ready", "checks": {...}}`` when all pass, else 503
-``application/problem+json`` (RFC 9457) whose ``checks`` member lists each result::
+and answers 200 ``{"status": "ready", "checks": {...}}`` when all required checks
+pass, else 503 ``application/problem+json`` (RFC 9457) whose ``checks`` member lists
+each result. A check added with ``required=False`` is reported (``"required":
+false``) but does not make the service unready: a dependency the service degrades
+around, such as a broker behind an outbox::
 
     checks = HealthChecks()
     checks.add("redis", lambda: redis.ping(), timeout=1.0)
@@ -36,23 +39,36 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
 Check = Callable[[], Awaitable[Any]]
-"""A readiness check: an async callable that raises (or returns ``False``) when not ready."""
+"""A readiness check: an async callable that raises (or returns ``False``) when not ready.
+
+A ``str`` it returns is reported as the check's ``detail`` (e.g. a component's state)."""
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Outcome of one check: ``ok``, an ``error`` text when not, and its ``duration_ms``."""
+    """Outcome of one check: ``ok``, an ``error`` text when not, and its ``duration_ms``.
+
+    ``required`` is False for a check that is reported but does not decide
+    readiness; ``detail`` is the text a passing check returned.
+    """
 
     name: str
     ok: bool
     duration_ms: float
     error: str | None = None
+    required: bool = True
+    detail: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON form: ``{"ok": bool, "duration_ms": float, "error"?: str}``."""
+        """JSON form: ``{"ok": bool, "duration_ms": float, "error"?: str, "detail"?: str,
+        "required"?: false}``."""
         out: dict[str, Any] = {"ok": self.ok, "duration_ms": round(self.duration_ms, 2)}
         if self.error is not None:
             out["error"] = self.error
+        if self.detail is not None:
+            out["detail"] = self.detail
+        if not self.required:
+            out["required"] = False
         return out
 
 
@@ -60,6 +76,7 @@ class CheckResult:
 class _Registered:
     check: Check
     timeout: float
+    required: bool = True
 
 
 class HealthChecks:
@@ -74,15 +91,18 @@ class HealthChecks:
         self._checks: dict[str, _Registered] = {}
         self._ready_flag = True
 
-    def add(self, name: str, check: Check, timeout: float = 2.0) -> None:
+    def add(self, name: str, check: Check, timeout: float = 2.0, *, required: bool = True) -> None:
         """Register (or replace) check ``name``; ``timeout`` is in seconds (> 0).
+
+        With ``required=False`` the check is run and reported but its failure does
+        not make the service unready.
 
         Raises:
             ValueError: ``timeout`` is not positive.
         """
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self._checks[name] = _Registered(check, timeout)
+        self._checks[name] = _Registered(check, timeout, required)
 
     def remove(self, name: str) -> None:
         """Unregister check ``name`` if present."""
@@ -99,6 +119,7 @@ class HealthChecks:
 
     async def _run_one(self, name: str, reg: _Registered) -> CheckResult:
         started = time.perf_counter()
+        required = reg.required
         try:
             async with asyncio.timeout(reg.timeout):
                 result = await reg.check()
@@ -108,14 +129,16 @@ class HealthChecks:
                 False,
                 (time.perf_counter() - started) * 1000,
                 f"timed out after {reg.timeout}s",
+                required,
             )
         except Exception as exc:
             text = f"{type(exc).__name__}: {exc}"[:200]
-            return CheckResult(name, False, (time.perf_counter() - started) * 1000, text)
+            return CheckResult(name, False, (time.perf_counter() - started) * 1000, text, required)
         elapsed = (time.perf_counter() - started) * 1000
         if result is False:
-            return CheckResult(name, False, elapsed, "check returned False")
-        return CheckResult(name, True, elapsed)
+            return CheckResult(name, False, elapsed, "check returned False", required)
+        detail = result[:200] if isinstance(result, str) else None
+        return CheckResult(name, True, elapsed, required=required, detail=detail)
 
     async def run(self) -> list[CheckResult]:
         """Run every check concurrently; one result per check, in registration order."""
@@ -125,15 +148,15 @@ class HealthChecks:
         return list(results)
 
     async def ready(self) -> bool:
-        """True if every check passes."""
-        return all(r.ok for r in await self.run())
+        """True if every required check passes."""
+        return all(r.ok or not r.required for r in await self.run())
 
 
 async def readiness_response(checks: HealthChecks) -> JSONResponse:
     """The ``/readyz`` response: 200 JSON when ready, else 503 problem+json."""
     results = await checks.run()
     report = {r.name: r.as_dict() for r in results}
-    failed = [r.name for r in results if not r.ok]
+    failed = [r.name for r in results if not r.ok and r.required]
     if failed:
         return problem_response(
             503,

@@ -20,6 +20,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     make_asgi_app,
@@ -119,6 +120,22 @@ def get_or_create_histogram(
         existing = Histogram(name, documentation, labelnames, registry=reg, buckets=buckets)
         known[name] = existing
     assert isinstance(existing, Histogram)
+    return existing
+
+
+def get_or_create_gauge(
+    name: str,
+    documentation: str,
+    labelnames: tuple[str, ...] = (),
+    registry: CollectorRegistry | None = None,
+) -> Gauge:
+    """Return the gauge ``name`` in ``registry``, creating it once (see counters)."""
+    reg = get_registry(registry)
+    known = _collectors.setdefault(reg, {})
+    existing = known.get(name)
+    if existing is None:
+        existing = known[name] = Gauge(name, documentation, labelnames, registry=reg)
+    assert isinstance(existing, Gauge)
     return existing
 
 

@@ -1,10 +1,12 @@
 """The ingest-api FastAPI application: ``create_app(settings=None)`` and its lifespan.
 
 Start-up order: alembic migrations (``clarion_kit.db.upgrade``), PostgreSQL
-engine, Redis, then the Kafka broker (topics created, consumers subscribed). A
-Kafka outage does not stop the service from starting: writes answer 503 and
-``/readyz`` reports it until the connection succeeds. Shutdown stops the
-consumers (committing what they finished) before closing the stores.
+engine, Redis, the Kafka broker (topics created, consumers subscribed), then the
+outbox relay. A Kafka outage does not stop the service from starting nor from
+accepting writes (they are stored in the outbox and relayed once the broker is
+back); ``/readyz`` reports Kafka and the relay without requiring them, and requires
+PostgreSQL and Redis. Shutdown stops the relay and the consumers (committing what
+they finished) before closing the stores.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from clarion_contracts.v1 import DomainEvent
 from clarion_ingest.adapters.consumers import InboxProjector, register_consumers
 from clarion_ingest.adapters.kafka import BrokerConnection, EventPublisher
 from clarion_ingest.adapters.redis_store import CountsCache, RateLimiter
+from clarion_ingest.adapters.relay import OutboxRelay
 from clarion_ingest.api import admin, dev, events, inbox, preferences
 from clarion_ingest.api.middleware import BodySizeLimitMiddleware
 from clarion_ingest.runtime import Runtime
@@ -58,6 +61,7 @@ def _lifespan(settings: IngestSettings) -> Any:
         if settings.run_migrations:
             await kit_db.upgrade(settings.database_url, MIGRATIONS_DIR)
         engine = kit_db.create_engine(settings)
+        store_engine = kit_db.create_engine(settings, pool_pre_ping=False)
         redis = kit_redis.create_redis(settings)
         counts = CountsCache(redis, settings.redis_prefix, settings.counts_cache_ttl_seconds)
         limiter = RateLimiter(
@@ -85,13 +89,18 @@ def _lifespan(settings: IngestSettings) -> Any:
             before_start=before_connect,
         )
         publisher = EventPublisher(broker, connection, settings.send_timeout_seconds)
+        relay = OutboxRelay(engine, publisher, settings)
         health = HealthChecks()
         health.add("postgres", lambda: kit_db.ping(engine))
         health.add("redis", lambda: kit_redis.ping(redis))
-        health.add("kafka", connection.check)
+        # Writes go to the outbox: the service accepts them while the broker is away.
+        health.add("kafka", connection.check, required=False)
+        if settings.outbox_relay:
+            health.add("outbox", relay.check, required=False)
         runtime = Runtime(
             settings=settings,
             engine=engine,
+            store_engine=store_engine,
             redis=redis,
             broker=broker,
             connection=connection,
@@ -99,9 +108,12 @@ def _lifespan(settings: IngestSettings) -> Any:
             counts=counts,
             limiter=limiter,
             health=health,
+            relay=relay,
         )
         app.state.health.delegate = health
         await connection.start()
+        if settings.outbox_relay:
+            relay.start()
         app.state.runtime = runtime
         _log.info("ingest-api started", kafka_connected=connection.connected)
         try:
@@ -109,8 +121,10 @@ def _lifespan(settings: IngestSettings) -> Any:
         finally:
             health.set_ready(False)
             app.state.runtime = None
+            await relay.stop()
             await connection.stop()
             await redis.aclose()
+            await store_engine.dispose()
             await engine.dispose()
 
     return lifespan

@@ -36,10 +36,36 @@ class IngestSettings(ServiceSettings):
         default=1_048_576, ge=1024, description="Largest request body accepted (413 beyond)"
     )
     send_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="How long to wait for the broker's acknowledgement"
+        default=5.0,
+        gt=0,
+        description="How long the outbox relay waits for the broker's acknowledgement of a batch",
     )
-    broker_retry_after_seconds: int = Field(
-        default=5, ge=1, description="Retry-After sent with 503 when the broker is unavailable"
+    store_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long a write may wait for PostgreSQL before 503"
+    )
+    retry_after_seconds: int = Field(
+        default=5, ge=1, description="Retry-After sent with 503 when PostgreSQL is unavailable"
+    )
+
+    outbox_relay: bool = Field(
+        default=True,
+        description="Run the outbox relay in this process (one replica relays at a time)",
+    )
+    outbox_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Most outbox records one relay round produces"
+    )
+    outbox_poll_interval_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Relay poll when no notification arrives; also the standby's lock retry",
+    )
+    outbox_retention_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long relayed rows are kept: the event_id idempotency window",
+    )
+    outbox_stats_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often the outbox gauges are refreshed"
     )
 
     rate_limit_strategy: Literal["fixed", "sliding"] = "sliding"

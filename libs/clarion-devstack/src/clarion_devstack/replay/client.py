@@ -139,7 +139,7 @@ class ReplayClient:
         return len(ids)
 
     async def send_batch(self, events: Sequence[DomainEvent]) -> list[str]:
-        """POST one batch; return the accepted event ids (202 means the broker has them)."""
+        """POST one batch; return the accepted event ids (202: stored in ingest-api's outbox)."""
         body = {"events": [e.model_dump(mode="json", exclude_none=True) for e in events]}
         response = await self._request("POST", "/v1/events:batch", body)
         accepted = [str(x) for x in response.json().get("accepted", [])]

@@ -1,29 +1,30 @@
 """Kafka side of ingest-api: acknowledged publishing and the broker connection.
 
-Producers get a 202 only after the broker acknowledged every record (``acks=all``,
-set by the kit's broker factory); anything else (not connected, a send error, no
-acknowledgement within ``send_timeout_seconds``) raises
-:class:`BrokerUnavailableError`, which the API answers with 503 and Retry-After.
+The outbox relay (:mod:`clarion_ingest.adapters.relay`) produces through
+:class:`EventPublisher` and counts a record as relayed only once the broker
+acknowledged it (``acks=all``, set by the kit's broker factory); anything else (not
+connected, a send error, no acknowledgement within ``send_timeout_seconds``)
+raises :class:`BrokerUnavailableError` and the relay retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from faststream.kafka import KafkaBroker
 
 from clarion_kit.kafka import OutgoingRecord, raw_producer, send_batches
 from clarion_kit.logging import get_logger
-from clarion_kit.tracing import producer_traces
 
 _log = get_logger(__name__)
 
 
-def _headers(carrier: dict[str, str]) -> list[tuple[str, bytes]]:
+def _headers(carrier: Mapping[str, str]) -> list[tuple[str, bytes]]:
     return [("content-type", b"application/json"), *((k, v.encode()) for k, v in carrier.items())]
 
 
@@ -33,11 +34,18 @@ class BrokerUnavailableError(Exception):
 
 @dataclass(frozen=True)
 class Record:
-    """One Kafka record to produce: topic, key and value (UTF-8 JSON bytes)."""
+    """One Kafka record to produce: topic, key and value (UTF-8 JSON bytes).
+
+    ``headers`` are string headers sent with it (the W3C trace context captured
+    when the record was stored); ``event_id`` is set for domain events and makes
+    the record idempotent in the outbox (unique with ``key``).
+    """
 
     topic: str
     key: bytes | None
     value: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    event_id: UUID | None = None
 
 
 class BrokerConnection:
@@ -155,10 +163,10 @@ class EventPublisher:
         """Produce ``records`` concurrently and return once all are acknowledged.
 
         Records go to the aiokafka producer as record batches
-        (:func:`clarion_kit.kafka.send_batches`), each carrying the current trace
-        context; records with the same key keep their order (same partition, one producer).
-        On failure some records may have been written: callers retry the whole
-        request and consumers deduplicate (event ids are idempotency keys).
+        (:func:`clarion_kit.kafka.send_batches`), each with its stored headers plus
+        ``content-type``; records with the same key keep their order (same partition,
+        one producer). On failure some records may have been written: the relay sends
+        them again and consumers deduplicate (event ids and versions).
 
         Raises:
             BrokerUnavailableError: not connected, a send failed, or no acknowledgement
@@ -171,29 +179,27 @@ class EventPublisher:
         futures: list[Any] = []
         producer = raw_producer(self.broker)
         try:
-            # Every record continues the request's trace (W3C traceparent).
-            with producer_traces([r.topic for r in records]) as carriers:
-                async with asyncio.timeout(self.timeout):
-                    if producer is not None:
-                        futures = await send_batches(
-                            producer,
-                            (
-                                OutgoingRecord(r.topic, r.key, r.value, _headers(carrier))
-                                for r, carrier in zip(records, carriers, strict=True)
-                            ),
-                        )
-                    else:
-                        for record, carrier in zip(records, carriers, strict=True):
-                            futures.append(
-                                await self.broker.publish(
-                                    record.value,
-                                    record.topic,
-                                    key=record.key,
-                                    headers={"content-type": "application/json", **carrier},
-                                    no_confirm=True,
-                                )
+            async with asyncio.timeout(self.timeout):
+                if producer is not None:
+                    futures = await send_batches(
+                        producer,
+                        (
+                            OutgoingRecord(r.topic, r.key, r.value, _headers(r.headers))
+                            for r in records
+                        ),
+                    )
+                else:
+                    for record in records:
+                        futures.append(
+                            await self.broker.publish(
+                                record.value,
+                                record.topic,
+                                key=record.key,
+                                headers={"content-type": "application/json", **record.headers},
+                                no_confirm=True,
                             )
-                    await asyncio.gather(*futures)
+                        )
+                await asyncio.gather(*futures)
         except TimeoutError as exc:
             for future in futures:
                 if isinstance(future, asyncio.Future):

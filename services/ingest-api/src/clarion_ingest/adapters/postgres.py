@@ -1,9 +1,9 @@
 """PostgreSQL access of ingest-api: the inbox read model, preferences, profiles, subscriptions.
 
 Every user-facing query is scoped by ``user_id`` in SQL, so a notification of
-another user is indistinguishable from a missing one. Writes that must be
-published run inside a caller's transaction (``engine.begin()``) so a failed
-publish rolls them back.
+another user is indistinguishable from a missing one. Writes that must reach
+Kafka run inside a caller's transaction (``api.common.transaction``) that also
+stores their outbox records, so both commit or neither does.
 """
 
 from __future__ import annotations

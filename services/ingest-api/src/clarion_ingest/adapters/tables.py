@@ -8,9 +8,23 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, ClassVar
+from uuid import UUID
 
-from sqlalchemy import Boolean, Column, DateTime, Index, Integer, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlmodel import Field, SQLModel
 
 SCHEMA = "ingest"
@@ -116,3 +130,43 @@ class PushSubscriptionRow(SQLModel, table=True):
     user_agent: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     active: bool = Field(sa_column=Column(Boolean, nullable=False))
     updated_at: datetime = _tz()
+
+
+class OutboxRow(SQLModel, table=True):
+    """One record waiting to be produced to Kafka (the transactional outbox).
+
+    Written in the same transaction as the change it announces; the relay produces
+    pending rows (``relayed_at`` null) in ``id`` order and then sets ``relayed_at``.
+    Relayed rows are kept for ``outbox_retention_seconds`` so a domain event's
+    ``event_id`` (unique with the record key) stays an idempotency key that long.
+    ``headers`` holds the record's string headers (W3C trace context).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__: ClassVar[Any] = (
+        Index("ix_outbox_pending", "id", postgresql_where=text("relayed_at IS NULL")),
+        Index(
+            "ux_outbox_event_key",
+            "event_id",
+            "key",
+            unique=True,
+            postgresql_where=text("event_id IS NOT NULL"),
+        ),
+        {"schema": SCHEMA},
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=True), primary_key=True),
+    )
+    topic: str = Field(sa_column=Column(Text, nullable=False))
+    key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    headers: dict[str, str] = _json("{}")
+    event_id: UUID | None = Field(
+        default=None, sa_column=Column(PgUUID(as_uuid=True), nullable=True)
+    )
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    relayed_at: datetime | None = _tz(nullable=True)

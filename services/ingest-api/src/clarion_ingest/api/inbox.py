@@ -2,8 +2,8 @@
 
 Every query is scoped by the token's subject in SQL: another user's notification
 answers 404 exactly like a missing one. A change that actually changed something
-publishes an InboxEvent (with the new unread count) on ``clarion.inbox-events.v1``
-before the transaction commits, so a 503 leaves the inbox untouched.
+stores an InboxEvent (with the new unread count) for ``clarion.inbox-events.v1`` in
+the outbox in the same transaction: the change and its event commit together.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from clarion_contracts.text import Text
 from clarion_contracts.v1 import InboxAction, InboxEvent
 from clarion_ingest.adapters import postgres
 from clarion_ingest.adapters.kafka import Record
-from clarion_ingest.api.common import errors, publish, utcnow
+from clarion_ingest.adapters.outbox import enqueue
+from clarion_ingest.api.common import errors, transaction, utcnow
 from clarion_ingest.deps import RuntimeDep, UserDep
 from clarion_ingest.domain.cursor import (
     CursorRangeError,
@@ -65,7 +66,7 @@ async def _publish_change(
         occurred_at=utcnow(),
     )
     topic = runtime.settings.topic(INBOX_EVENTS)
-    await publish(runtime, [Record(topic, user_id.encode(), event.to_bytes())])
+    await enqueue(conn, [Record(topic, user_id.encode(), event.to_bytes())])
     return counts
 
 
@@ -147,7 +148,7 @@ async def get_counts(claims: UserDep, runtime: RuntimeDep) -> CountsOut:
 async def read_all(claims: UserDep, runtime: RuntimeDep) -> ReadAllOut:
     """Mark every unread notification read; publishes ``all_read`` when any changed."""
     user = claims.subject
-    async with runtime.engine.begin() as conn:
+    async with transaction(runtime) as conn:
         updated = await postgres.read_all(conn, user, utcnow())
         if updated == 0:
             counts = await postgres.count(conn, user)
@@ -177,7 +178,7 @@ async def batch_delete(body: BatchDeleteIn, claims: UserDep, runtime: RuntimeDep
         )
     user = claims.subject
     ids = list(dict.fromkeys(body.ids))
-    async with runtime.engine.begin() as conn:
+    async with transaction(runtime) as conn:
         deleted = await postgres.delete(conn, user, ids, utcnow())
         if deleted:
             counts = await _publish_change(runtime, conn, user, InboxAction.DELETED, deleted)
@@ -208,7 +209,7 @@ async def _set_read(
     runtime: Runtime, user: str, notification_id: str, read: bool
 ) -> NotificationOut:
     action = InboxAction.READ if read else InboxAction.UNREAD
-    async with runtime.engine.begin() as conn:
+    async with transaction(runtime) as conn:
         change = await postgres.set_read(conn, user, notification_id, read, utcnow())
         if change is Change.MISSING:
             raise _not_found(notification_id)
@@ -261,7 +262,7 @@ async def delete_notification(
 ) -> Response:
     """Delete for good (a later version of it stays deleted); 404 if not in my inbox."""
     user = claims.subject
-    async with runtime.engine.begin() as conn:
+    async with transaction(runtime) as conn:
         deleted = await postgres.delete(conn, user, [notification_id], utcnow())
         if not deleted:
             raise _not_found(notification_id)

@@ -13,7 +13,8 @@ from clarion_contracts.text import Text
 from clarion_contracts.v1 import Preferences, PushKeys, PushSubscription
 from clarion_ingest.adapters import postgres
 from clarion_ingest.adapters.kafka import Record
-from clarion_ingest.api.common import errors, publish, utcnow
+from clarion_ingest.adapters.outbox import enqueue
+from clarion_ingest.api.common import errors, transaction, utcnow
 from clarion_ingest.deps import RuntimeDep, UserDep
 from clarion_ingest.domain.models import (
     PreferencesIn,
@@ -34,15 +35,16 @@ router = APIRouter(tags=["preferences"])
 
 
 async def save_preferences(runtime: Runtime, prefs: Preferences) -> None:
-    """Store ``prefs`` and publish it on the compacted preferences topic (key: user id).
+    """Store ``prefs`` and its record for the compacted preferences topic (key: user id)
+    in one transaction (the record goes through the outbox).
 
     Raises:
-        ProblemError: 503 when the broker did not acknowledge (nothing is stored then).
+        ProblemError: 503 when PostgreSQL is unreachable (nothing is stored then).
     """
     topic = runtime.settings.topic(PREFERENCES)
-    async with runtime.engine.begin() as conn:
+    async with transaction(runtime) as conn:
         await postgres.put_preferences(conn, prefs)
-        await publish(runtime, [Record(topic, prefs.user_id.encode(), prefs.to_bytes())])
+        await enqueue(conn, [Record(topic, prefs.user_id.encode(), prefs.to_bytes())])
 
 
 @router.get(
@@ -100,7 +102,7 @@ async def add_subscription(
         updated_at=now,
     )
     topic = runtime.settings.topic(PUSH_SUBSCRIPTIONS)
-    async with runtime.engine.begin() as conn:
+    async with transaction(runtime) as conn:
         await postgres.put_subscription(
             conn,
             subscription_id=sub_id,
@@ -111,7 +113,7 @@ async def add_subscription(
             user_agent=body.user_agent,
             now=now,
         )
-        await publish(runtime, [Record(topic, sub_id.encode(), record.to_bytes())])
+        await enqueue(conn, [Record(topic, sub_id.encode(), record.to_bytes())])
     return SubscriptionOut(subscription_id=sub_id, endpoint=endpoint, active=True, updated_at=now)
 
 
@@ -130,7 +132,7 @@ async def remove_subscription(
     """Deactivate the subscription and publish it with ``active=false`` (404 if not mine)."""
     now = utcnow()
     topic = runtime.settings.topic(PUSH_SUBSCRIPTIONS)
-    async with runtime.engine.begin() as conn:
+    async with transaction(runtime) as conn:
         row = await postgres.deactivate_subscription(conn, claims.subject, subscription_id, now)
         if row is None:
             raise ProblemError(404, detail=f"subscription {subscription_id} does not exist")
@@ -144,7 +146,7 @@ async def remove_subscription(
             reason="unsubscribed",
             updated_at=now,
         )
-        await publish(runtime, [Record(topic, subscription_id.encode(), record.to_bytes())])
+        await enqueue(conn, [Record(topic, subscription_id.encode(), record.to_bytes())])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

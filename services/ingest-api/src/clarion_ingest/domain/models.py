@@ -242,7 +242,7 @@ def build_announcement(
 
 
 class AcceptedOut(BaseModel):
-    """Answer of an accepted write: the ids the broker acknowledged."""
+    """Answer of an accepted write: the ids stored in the outbox (relayed to Kafka after)."""
 
     accepted: list[str]
 
