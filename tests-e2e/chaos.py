@@ -59,7 +59,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from expected import Group, expected_groups
-from harness import HOUR_FILE, Clarion, launch
+from harness import HOUR_FILE, Clarion, launch, wait_outbox_relayed
 
 from clarion_devstack.drain import wait_drained
 from clarion_devstack.observer import LatencyObserver
@@ -348,6 +348,7 @@ async def run_scenario(
             try:
                 await _wait_all_ready(clarion, timeout=drain_timeout)
                 result.recover_s = round(time.monotonic() - fault_started, 1)
+                await wait_outbox_relayed(info.database_url, timeout=drain_timeout)
                 await wait_drained(
                     info.kafka_bootstrap_servers,
                     topic_prefix=clarion.topic_prefix,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from clarion_devstack.launch import LaunchConfig, Ports, service_specs
+from clarion_devstack.probes import asyncpg_dsn
 from clarion_devstack.stack import StackInfo
 from clarion_devstack.supervisor import Supervisor
 
@@ -92,3 +96,33 @@ async def inbox(client: httpx.AsyncClient, token: str) -> list[dict[str, object]
         cursor = page.get("next_cursor")
         if not cursor:
             return items
+
+
+async def wait_outbox_relayed(database_url: str, timeout: float = 300.0) -> None:
+    """Wait until ingest-api's outbox holds no record still to relay to the broker.
+
+    A ``202`` means stored in the outbox; consumer lag says nothing about records the
+    relay has not produced yet, so a drained pipeline is an empty outbox first.
+
+    Raises:
+        TimeoutError: records still pending after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    pending = -1
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(asyncpg_dsn(database_url))
+            try:
+                pending = int(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM ingest.outbox WHERE relayed_at IS NULL"
+                    )
+                )
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError):
+            pending = -1  # the database is restarting: ask again
+        if pending == 0:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"ingest-api's outbox still holds {pending} records to relay")

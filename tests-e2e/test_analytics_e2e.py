@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 from expected import expected_groups
-from harness import DATA, Clarion, inbox, launch
+from harness import DATA, Clarion, inbox, launch, wait_outbox_relayed
 
 from clarion_devstack.drain import wait_drained
 from clarion_devstack.observer import LatencyObserver, dev_token
@@ -175,6 +175,7 @@ async def test_analytics_equals_counts_seen_through_the_api(
         async with ReplayClient(clarion.api, dev_key()) as client:
             await client.ensure_profiles(recipients)
             await replay(events, client, batch_size=100)
+        await wait_outbox_relayed(clarion.info.database_url)
         await wait_drained(
             clarion.info.kafka_bootstrap_servers, topic_prefix=clarion.topic_prefix, timeout=300
         )
@@ -188,6 +189,7 @@ async def test_analytics_equals_counts_seen_through_the_api(
         assert updated == sum(g.events - 1 for g in groups)
 
         marked, reads, unreads = await mark_some_read(clarion, inboxes)
+        await wait_outbox_relayed(clarion.info.database_url)
         await wait_drained(
             clarion.info.kafka_bootstrap_servers, topic_prefix=clarion.topic_prefix, timeout=120
         )
