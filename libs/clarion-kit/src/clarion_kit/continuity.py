@@ -22,13 +22,17 @@ legitimate on Apache Kafka (log compaction, transaction markers, the log start m
 by retention), so the consumer accepts it, counts it
 (``clarion_<service>_consumer_offset_gaps_confirmed_total{topic}``) and logs a
 warning. A confirmed gap costs ``gap_confirm_ms`` of delay on that partition, once
-per gap and read; on the normal path the check is one integer comparison per
-partition and batch.
+per gap and read. On the normal path the check is one integer comparison per
+partition and batch, plus one high-watermark comparison per assigned partition and
+poll.
 
 **Broker data loss.** Detected when (a) a fetch position is out of range and beyond
 the partition's end offset (the broker restarted empty, as the memory-only embedded
 broker does, or the topic was deleted and recreated: the committed offset points past
-the new log), or (b) a partition's high watermark goes backwards. Then
+the new log), or (b) a partition's high watermark goes backwards. Apache Kafka
+answers (a) with ``OFFSET_OUT_OF_RANGE``; the embedded broker answers an empty fetch
+whose high watermark is below the position, which is checked too. Both are confirmed
+with the leader's end offset (ListOffsets) before anything is flagged. Then
 ``clarion_<service>_broker_data_loss_total{topic}`` is incremented, an error is
 logged and the :class:`DataLossMonitor` shared by the service's consumers flags the
 partition: its :meth:`~DataLossMonitor.check` (part of the ``kafka`` readiness check,
