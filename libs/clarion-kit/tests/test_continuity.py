@@ -24,7 +24,14 @@ from prometheus_client import CollectorRegistry
 
 from clarion_contracts.registry import DOMAIN_EVENTS
 from clarion_kit.continuity import BrokerDataLossError, ConsumerGuard, ContinuityConsumer
-from clarion_kit.kafka import IntervalCommitConsumer, create_broker, ensure_topics, ping
+from clarion_kit.kafka import (
+    IntervalCommitConsumer,
+    create_broker,
+    ensure_topics,
+    ping,
+    raw_records,
+    subscriber_options,
+)
 from clarion_kit.settings import ServiceSettings
 
 TP = TopicPartition("events", 0)
@@ -505,14 +512,32 @@ async def test_a_new_group_starts_from_the_earliest_offset_unflagged(
 
 
 @pytest.mark.integration
-async def test_ping_fails_once_a_subscriber_saw_data_loss(settings: ServiceSettings) -> None:
-    broker = create_broker(settings, registry=CollectorRegistry())
+async def test_a_subscriber_seeing_data_loss_fails_ping_and_keeps_consuming(
+    settings: ServiceSettings, topic: str, wait_until: Any
+) -> None:
+    await _send(settings, topic, [b"a", b"b", b"c"])
+    await _commit_beyond_end(settings, topic, "subscriber", 1000)
+    registry = CollectorRegistry()
+    broker = create_broker(settings, registry=registry)
+    got: list[bytes] = []
+
+    @broker.subscriber(
+        topic, decoder=raw_records, **subscriber_options(settings, group_id="subscriber")
+    )
+    async def handle(records: list[Any]) -> None:
+        got.extend(r.value for r in records)
+
     await asyncio.wait_for(broker.start(), WAIT)
     try:
-        assert await ping(broker) is None
-        guard = broker.clarion_consumer_guard  # type: ignore[attr-defined]
-        guard.monitor.record("t", 0, "log end went back from 10 to 0")
-        with pytest.raises(BrokerDataLossError, match=r"t\[0\]"):
+        # "reset": the new log is consumed from its start, and readiness fails.
+        await wait_until(lambda: len(got) >= 3, timeout=WAIT)
+        assert got == [b"a", b"b", b"c"]
+        with pytest.raises(BrokerDataLossError, match=r"beyond the log end 3"):
             await ping(broker)
+        assert registry.get_sample_value(
+            "clarion_kit_continuity_broker_data_loss_total", {"topic": topic}
+        ) == pytest.approx(1)
+        broker.clarion_consumer_guard.monitor.clear()  # type: ignore[attr-defined]
+        assert await ping(broker) is None
     finally:
         await broker.stop()
