@@ -8,6 +8,8 @@ offset only after the handler finished (FastStream ``AckPolicy.NACK_ON_ERROR``:
 commit on success, seek back on an unhandled error) and failures go through
 :mod:`clarion_kit.retry` to the DLQ, after which the offset is committed. Commits
 are batched in time (:class:`IntervalCommitConsumer`, ``kafka_commit_interval_ms``).
+Consumers never hand on a record past an offset gap and flag broker data loss for
+readiness (:mod:`clarion_kit.continuity`, ``kafka_on_data_loss``).
 
 Typical service wiring::
 
@@ -30,7 +32,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
@@ -43,6 +44,7 @@ from opentelemetry import trace
 from prometheus_client import REGISTRY
 
 from clarion_contracts.registry import TOPICS, TopicSpec
+from clarion_kit.continuity import ConsumerGuard, ContinuityConsumer
 from clarion_kit.logging import get_logger
 from clarion_kit.metrics import metric_name
 from clarion_kit.retry import DeadLetterMiddleware, RetryPolicy
@@ -128,7 +130,9 @@ def create_broker(
         middlewares: extra FastStream middlewares.
         **overrides: any ``KafkaBroker`` keyword argument, applied last.
 
-    The DLQ middleware is reachable as ``broker.clarion_dlq`` (None when disabled).
+    The DLQ middleware is reachable as ``broker.clarion_dlq`` (None when disabled), the
+    subscribers' offset-continuity and data-loss guard as ``broker.clarion_consumer_guard``
+    (:class:`clarion_kit.continuity.ConsumerGuard`; :func:`ping` fails once it saw data loss).
     """
     reg = registry if registry is not None else REGISTRY
     if tracer_provider is None:
@@ -169,6 +173,7 @@ def create_broker(
     options.update(overrides)
     broker = _ClarionKafkaBroker(**options)
     broker.clarion_commit_interval_ms = settings.kafka_commit_interval_ms
+    broker.clarion_consumer_guard = ConsumerGuard.from_settings(settings, registry=reg)
     if dlq is not None:
         dlq.bind(broker)
     broker.clarion_dlq = dlq  # type: ignore[attr-defined]
@@ -199,8 +204,11 @@ def raw_producer(broker: KafkaBroker) -> Any | None:
 _PARTITIONER = DefaultPartitioner()
 
 
-class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+class IntervalCommitConsumer(ContinuityConsumer):
     """An aiokafka consumer whose ``commit()`` reaches the broker at most once per interval.
+
+    A :class:`clarion_kit.continuity.ContinuityConsumer`: records come without offset
+    gaps and broker data loss is detected (``guard`` keyword argument).
 
     ``commit()`` without arguments (what FastStream calls after each handled batch,
     and the gateway after each appended one) snapshots the consumed positions, which
@@ -267,11 +275,6 @@ class IntervalCommitConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 self._pending = {**offsets, **self._pending}
                 raise
 
-    def _assignment(self) -> Any:
-        """The current assignment (a new object after every rebalance), or None."""
-        subscription = self._subscription.subscription
-        return subscription.assignment if subscription is not None else None
-
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
         # Cleared before flushing: a commit() arriving meanwhile schedules the next one.
@@ -299,6 +302,7 @@ class _ClarionKafkaBroker(KafkaBroker):
     """A ``KafkaBroker`` whose subscribers use :class:`IntervalCommitConsumer`."""
 
     clarion_commit_interval_ms: int = 0
+    clarion_consumer_guard: ConsumerGuard | None = None
 
     async def _connect(self) -> Any:
         # FastStream rebuilds its consumer factory on connect; swap the class after it.
@@ -308,7 +312,10 @@ class _ClarionKafkaBroker(KafkaBroker):
             return builder
         config = self.config.broker_config
         config.builder = partial(
-            IntervalCommitConsumer, commit_interval_ms=self.clarion_commit_interval_ms, **keywords
+            IntervalCommitConsumer,
+            commit_interval_ms=self.clarion_commit_interval_ms,
+            guard=self.clarion_consumer_guard,
+            **keywords,
         )
         return config.builder
 
@@ -552,10 +559,16 @@ async def _wait_for_metadata(
 
 
 async def ping(broker: KafkaBroker, timeout: float = 2.0) -> None:
-    """Readiness check: the broker's connection answers within ``timeout`` seconds.
+    """Readiness check: the broker's connection answers within ``timeout`` seconds, and
+    none of the broker's subscribers saw broker data loss (:mod:`clarion_kit.continuity`).
 
     Raises:
         RuntimeError: the broker is not connected or did not answer.
+        clarion_kit.continuity.BrokerDataLossError: a subscriber detected data loss
+            (until the process restarts or ``broker.clarion_consumer_guard.monitor.clear()``).
     """
+    guard = getattr(broker, "clarion_consumer_guard", None)
+    if guard is not None:
+        await guard.monitor.check()
     if not await broker.ping(timeout):
         raise RuntimeError("Kafka broker unreachable")

@@ -53,6 +53,8 @@ SHARED_FIELDS: frozenset[str] = frozenset(
         "kafka_fetch_max_wait_ms",
         "kafka_background_fetch_max_wait_ms",
         "kafka_commit_interval_ms",
+        "kafka_on_data_loss",
+        "kafka_gap_confirm_ms",
         "redis_url",
         "database_url",
         "topic_prefix",
@@ -170,6 +172,25 @@ class ServiceSettings(BaseSettings):
             "Consumers commit the offsets of processed batches at most once per this many "
             "ms (0: after every batch). A crash or rebalance redelivers at most this much, "
             "which idempotent consumers absorb; each commit is a broker round trip"
+        ),
+    )
+    kafka_on_data_loss: Literal["halt", "reset"] = Field(
+        default="reset",
+        description=(
+            "What consumers do with a partition whose log lost records (the broker "
+            "restarted empty, the topic was recreated, the end offset went backwards): "
+            "'reset' resumes from the new log's earliest offset, 'halt' stops consuming "
+            "the partition. Either way readiness fails and broker_data_loss_total counts it"
+        ),
+    )
+    kafka_gap_confirm_ms: int = Field(
+        default=500,
+        ge=1,
+        le=60_000,
+        description=(
+            "A gap in a partition's offsets is re-fetched for this long (ms) before it is "
+            "accepted as legitimate (compaction, transaction markers); records after it "
+            "are held back meanwhile"
         ),
     )
     redis_url: str = "redis://localhost:6379/0"

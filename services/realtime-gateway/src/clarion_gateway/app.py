@@ -39,6 +39,7 @@ from clarion_gateway.handlers.session import Session, run_with_timeout
 from clarion_gateway.metrics import GatewayMetrics
 from clarion_gateway.protocol import CLOSE_REASONS, KIND_NOTIFICATION, CloseCode, WireMessage
 from clarion_gateway.settings import GatewaySettings
+from clarion_kit.continuity import ConsumerGuard
 from clarion_kit.health import HealthChecks, HealthServer, health_app
 from clarion_kit.kafka import OutgoingRecord, ensure_topics, send_batches
 from clarion_kit.logging import get_logger
@@ -157,7 +158,11 @@ class Gateway:
             self._producer = create_producer(s)
             await self._producer.start()
             processor = RecordProcessor(s, self._history, self._producer, self.metrics)
-            self._consumer = create_consumer(s, processor.topics)
+            guard = ConsumerGuard.from_settings(s, registry=self.metrics.registry)
+            # Broker data loss (a restarted memory-only broker, a recreated topic) keeps
+            # the instance unready until it restarts: the history may lack those records.
+            self.checks.add("kafka-data", guard.monitor.check, timeout=1.0)
+            self._consumer = create_consumer(s, processor.topics, guard)
             await self._consumer.start()
             self._consume_task = asyncio.create_task(self._consume(processor))
             self._tasks.append(self._consume_task)

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from faststream.kafka import KafkaBroker
 
-from clarion_kit.kafka import OutgoingRecord, raw_producer, send_batches
+from clarion_kit.kafka import OutgoingRecord, ping, raw_producer, send_batches
 from clarion_kit.logging import get_logger
 
 _log = get_logger(__name__)
@@ -118,17 +118,18 @@ class BrokerConnection:
             self._task = asyncio.create_task(self._retry_loop(), name="kafka-connect")
 
     async def check(self) -> None:
-        """Readiness check: connected, and the cluster answers.
+        """Readiness check: connected, the cluster answers, no broker data loss seen.
 
         Raises:
             RuntimeError: not connected (yet) or the broker did not answer.
+            clarion_kit.continuity.BrokerDataLossError: a consumer detected broker data
+                loss (:func:`clarion_kit.kafka.ping`).
         """
         if not self.connected:
             raise RuntimeError("not connected to Kafka")
         if not self.consuming:
             raise RuntimeError("Kafka consumers are not running yet")
-        if not await self.broker.ping(2.0):
-            raise RuntimeError("Kafka broker unreachable")
+        await ping(self.broker, 2.0)
 
     async def stop(self) -> None:
         """Stop retrying and close the broker (consumers commit what they finished)."""

@@ -13,18 +13,24 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from clarion_gateway.settings import GatewaySettings
+from clarion_kit.continuity import ConsumerGuard
 from clarion_kit.kafka import IntervalCommitConsumer
 
 
-def create_consumer(settings: GatewaySettings, topics: Sequence[str]) -> AIOKafkaConsumer:
+def create_consumer(
+    settings: GatewaySettings, topics: Sequence[str], guard: ConsumerGuard | None = None
+) -> AIOKafkaConsumer:
     """A consumer in group ``topic_prefix + consumer_group`` with manual commits (at-least-once).
 
     The group carries the topic prefix so deployments sharing a cluster under different
     prefixes never share a group. Commits reach the broker at most once per
     ``kafka_commit_interval_ms`` (:class:`clarion_kit.kafka.IntervalCommitConsumer`).
+    Records come without offset gaps and broker data loss is counted and flagged on
+    ``guard`` (:mod:`clarion_kit.continuity`; by default a guard from ``settings``).
     """
     return IntervalCommitConsumer(
         *topics,
+        guard=guard if guard is not None else ConsumerGuard.from_settings(settings),
         commit_interval_ms=settings.kafka_commit_interval_ms,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.topic_prefix + settings.consumer_group,
