@@ -40,8 +40,12 @@ KIT_FAMILIES = {
     "received_processed_messages_exceptions_total",
     "published_messages_total",
     "dlq_messages_total",
+    "broker_data_loss_total",
+    "consumer_offset_gaps_total",
+    "consumer_offset_gaps_confirmed_total",
 }
-"""Metric families clarion_kit gives every service (HTTP middleware, FastStream, DLQ)."""
+"""Metric families clarion_kit gives every service (HTTP middleware, FastStream, DLQ,
+consumer continuity)."""
 DURATION = re.compile(r"^\d+[smhd]$")
 METRIC_TOKEN = re.compile(r"\b(clarion_[a-z0-9_]+)\b")
 

@@ -27,6 +27,7 @@ from clarion_kit.kafka import create_broker
 from clarion_kit.logging import configure_logging, get_logger
 from clarion_kit.retry import RetryPolicy, retry_call
 from clarion_kit.scheduling import SchedulePoller
+from clarion_kit.tracing import record_spans
 from clarion_kit.worker import ChannelWorker, materialise
 from clarion_push.adapters.kafka import KafkaEventSink
 from clarion_push.adapters.store import DeliveryLog, SubscriptionStore, job_schedule
@@ -152,9 +153,12 @@ class PushWorker(ChannelWorker[PushSettings]):
                 requests.append(PushRequest.from_bytes(record.value or b""))
             except (ValidationError, ValueError) as exc:
                 await dlq.send(record, exc, 1)
-        await retry_call(
-            lambda: dispatcher.handle_batch(requests), RetryPolicy.from_settings(self.settings)
-        )
+        # One consumer span per record, in the trace its producer started.
+        with record_spans(records):
+            await retry_call(
+                lambda: dispatcher.handle_batch(requests),
+                RetryPolicy.from_settings(self.settings),
+            )
 
 
 def create_app(
