@@ -191,8 +191,10 @@ class Result:
         )
 
     def passed(self, scenario: Scenario) -> bool:
-        """Exact, or (where the scenario allows it) a loss that was made loud."""
-        return self.exact or (scenario.loud_loss_passes and self.data_loss > 0)
+        """Exact, or (where the scenario allows it) a loss that was made loud: counted
+        in a data-loss metric and a service reporting not ready at the end."""
+        loud = self.data_loss > 0 and bool(self.not_ready)
+        return self.exact or (scenario.loud_loss_passes and loud)
 
 
 def first_events(source: Path, count: int, into: Path) -> Path:
@@ -346,7 +348,9 @@ async def run_scenario(
                 result.http_5xx = client.stats.server_errors
                 result.http_503 = client.stats.unavailable
             try:
-                await _wait_all_ready(clarion, timeout=drain_timeout)
+                # A loss made loud keeps readiness false: waiting longer proves nothing.
+                ready_timeout = 60.0 if scenario.loud_loss_passes else drain_timeout
+                await _wait_all_ready(clarion, timeout=ready_timeout)
                 result.recover_s = round(time.monotonic() - fault_started, 1)
                 await wait_outbox_relayed(info.database_url, timeout=drain_timeout)
                 await wait_drained(
@@ -388,7 +392,16 @@ COLUMNS = (
     ("dlq", "dlq"),
     ("data loss", "data_loss"),
     ("recover s", "recover_s"),
+    ("not ready", "not_ready"),
 )
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
 
 
 def render_table(results: list[Result]) -> str:
@@ -398,7 +411,7 @@ def render_table(results: list[Result]) -> str:
     lines = [head, rule]
     for r in results:
         values = asdict(r)
-        cells = ["-" if values[attr] is None else str(values[attr]) for _, attr in COLUMNS]
+        cells = [_cell(values[attr]) for _, attr in COLUMNS]
         verdict = "ok" if r.passed(SCENARIOS[r.scenario]) else "FAIL"
         if r.exact is False and verdict == "ok":
             verdict = "ok (loud)"
