@@ -88,6 +88,7 @@ async def test_postgres_unreachable_answers_503_and_accepts_nothing(
             ("POST", "/v1/events", {"json": event("bob")}),
             ("POST", "/v1/events:batch", {"json": {"events": [event("bob")]}}),
             ("PUT", "/v1/users/bob", {"json": {"name": "Bob"}}),
+            ("PUT", "/v1/users:batch", {"json": {"profiles": [{"user_id": "bob", "name": "B"}]}}),
         ]
         for method, path, kwargs in requests:
             response = await svc.http.request(method, path, headers=headers, **kwargs)

@@ -27,7 +27,7 @@ from clarion_ingest.adapters.consumers import InboxProjector, register_consumers
 from clarion_ingest.adapters.kafka import BrokerConnection, EventPublisher
 from clarion_ingest.adapters.redis_store import CountsCache, RateLimiter
 from clarion_ingest.adapters.relay import OutboxRelay
-from clarion_ingest.api import admin, dev, events, inbox, preferences
+from clarion_ingest.api import admin, dev, events, inbox, preferences, profiles
 from clarion_ingest.api.middleware import BodySizeLimitMiddleware
 from clarion_ingest.runtime import Runtime
 from clarion_ingest.settings import IngestSettings
@@ -197,7 +197,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     checks = _DelegatingChecks()
     app.state.health = checks
     install_problem_handlers(app)
-    for module in (events, inbox, preferences, admin):
+    for module in (events, profiles, inbox, preferences, admin):
         app.include_router(module.router)
     development = settings.environment == "development"
     if development:

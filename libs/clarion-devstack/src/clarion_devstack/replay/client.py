@@ -5,8 +5,8 @@ batches in flight; ``429`` and ``503`` answers are retried after their
 ``Retry-After`` (tenacity), and so are other ``5xx`` answers and lost connections
 (the same ``event_id`` makes a retried event harmless; each 5xx is counted in
 :attr:`ReplayStats.server_errors`). Other errors stop the replay with the RFC 9457
-problem the API returned. User profiles are created first with
-``PUT /v1/users/{user_id}`` so email and timezones resolve.
+problem the API returned. User profiles are created first, in batches with
+``PUT /v1/users:batch``, so email and timezones resolve.
 """
 
 from __future__ import annotations
@@ -130,11 +130,23 @@ class ReplayClient:
                 return response
         raise AssertionError("unreachable: tenacity reraises")
 
-    async def ensure_profiles(self, user_ids: Iterable[str]) -> int:
-        """Create or update a profile for each user id; return how many were written."""
+    async def ensure_profiles(self, user_ids: Iterable[str], batch_size: int = 500) -> int:
+        """Create or update a profile for each user id; return how many were written.
+
+        The profiles go ``batch_size`` at a time through ``PUT /v1/users:batch`` (each
+        batch one transaction on ingest-api's side), several batches in flight.
+        """
         ids = sorted(set(user_ids))
+        batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
         await asyncio.gather(
-            *(self._request("PUT", f"/v1/users/{uid}", profile_body(uid)) for uid in ids)
+            *(
+                self._request(
+                    "PUT",
+                    "/v1/users:batch",
+                    {"profiles": [{"user_id": uid, **profile_body(uid)} for uid in batch]},
+                )
+                for batch in batches
+            )
         )
         return len(ids)
 
