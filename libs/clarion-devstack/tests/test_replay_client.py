@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from clarion_contracts.v1 import DomainEvent
-from clarion_devstack.replay.client import ReplayClient, ReplayError
+from clarion_devstack.replay.client import ReplayClient, ReplayError, replay
+from clarion_devstack.replay.pacing import ReplayPacer
 
 
 def _event() -> DomainEvent:
@@ -79,3 +80,25 @@ async def test_profiles_go_in_batches_of_distinct_users() -> None:
     assert written == 1201
     assert sorted(len(b) for b in batches) == [201, 500, 500]
     assert sorted(u for b in batches for u in b) == users
+
+
+class _RecordingPacer(ReplayPacer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int] = []
+
+    def schedule(self, events: int, now: float) -> float:
+        self.asked.append(events)
+        return 0.0
+
+
+@pytest.mark.parametrize(("speed", "asked"), [(0.0, [2, 2, 1]), (1000.0, [])])
+async def test_the_pacer_schedules_every_batch_unless_a_speed_is_given(
+    speed: float, asked: list[int]
+) -> None:
+    seen: list[int] = []
+    pacer = _RecordingPacer()
+    async with _client([202] * 3, seen) as client:
+        await replay([_event()] * 5, client, batch_size=2, speed=speed, pacer=pacer)
+    assert seen == [202] * 3
+    assert pacer.asked == asked

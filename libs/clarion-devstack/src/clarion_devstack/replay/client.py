@@ -25,6 +25,7 @@ from tenacity import (
 )
 
 from clarion_contracts.v1 import DomainEvent
+from clarion_devstack.replay.pacing import ReplayPacer
 
 
 class RetryableAnswer(Exception):
@@ -171,11 +172,15 @@ async def replay(
     speed: float = 0.0,
     in_flight: int = 1,
     on_progress: Callable[[int], Awaitable[None] | None] | None = None,
+    pacer: ReplayPacer | None = None,
 ) -> ReplayStats:
     """Send ``events`` in order, in batches, at ``speed`` x real time (0: as fast as accepted).
 
     With ``speed > 0`` an event is not sent before ``(occurred_at - first) / speed``
-    seconds after the start, so gaps between events are kept, scaled.
+    seconds after the start, so gaps between events are kept, scaled. With
+    ``speed == 0`` and a ``pacer``, each batch waits for the pacer's schedule: the
+    rate the pipeline sustains, as the caller measures and feeds it
+    (:meth:`ReplayPacer.observe`).
     ``in_flight`` batches are sent at once; the default of 1 keeps arrival order
     equal to file order, which event-time aggregation windows depend on.
     """
@@ -189,6 +194,10 @@ async def replay(
         if speed > 0:
             due = (batch[0].occurred_at - first).total_seconds() / speed
             delay = due - (time.monotonic() - start)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        elif pacer is not None:
+            delay = pacer.schedule(len(batch), time.monotonic())
             if delay > 0:
                 await asyncio.sleep(delay)
         pending.append(asyncio.create_task(client.send_batch(batch)))
