@@ -61,7 +61,11 @@ def _lifespan(settings: IngestSettings) -> Any:
         if settings.run_migrations:
             await kit_db.upgrade(settings.database_url, MIGRATIONS_DIR)
         engine = kit_db.create_engine(settings)
-        store_engine = kit_db.create_engine(settings, pool_pre_ping=False)
+        # Connections are kept, not opened per burst: a new one costs a connect, type
+        # introspection and re-preparing the statements, several times a request's work.
+        store_engine = kit_db.create_engine(
+            settings, pool_pre_ping=False, pool_size=settings.store_pool_size, max_overflow=8
+        )
         redis = kit_redis.create_redis(settings)
         counts = CountsCache(redis, settings.redis_prefix, settings.counts_cache_ttl_seconds)
         limiter = RateLimiter(
