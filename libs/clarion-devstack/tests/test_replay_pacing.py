@@ -1,4 +1,5 @@
-"""ReplayPacer: AIMD on the live path's latency and backlog, and the send schedule."""
+"""ReplayPacer: slow start and AIMD on the live path's latency and backlog, and the
+send schedule."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ LIMITS = PaceLimits(
     max_rate=1000,
     increase=2.0,
     decrease=0.5,
+    step=10,
 )
+
+
+def test_after_the_first_overload_the_rate_grows_by_steps() -> None:
+    pacer = ReplayPacer(LIMITS)
+    pacer.observe(PipelineSignal(latency_ms=80))  # slow start: 200
+    pacer.observe(PipelineSignal(latency_ms=900))  # 100, slow start ends
+    rates = [pacer.observe(PipelineSignal(latency_ms=80)) for _ in range(3)]
+    assert rates == [110, 120, 130]
 
 
 def test_rate_grows_while_the_pipeline_keeps_up_up_to_the_maximum() -> None:
@@ -89,6 +99,8 @@ def test_limits_are_checked() -> None:
         PaceLimits(initial_rate=5, min_rate=10)
     with pytest.raises(ValueError, match="decrease"):
         PaceLimits(decrease=1.0)
+    with pytest.raises(ValueError, match="step"):
+        PaceLimits(step=0)
 
 
 def test_recent_latency_is_the_median_of_the_new_samples() -> None:

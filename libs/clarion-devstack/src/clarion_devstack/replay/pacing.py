@@ -4,14 +4,16 @@ ingest-api answers 202 as soon as an event is in its outbox, far faster than the
 aggregator and the realtime-gateway deliver it: a replay sent "as fast as
 accepted" builds a backlog, and every frame then waits behind it (seconds of
 accepted -> frame latency on a laptop). :class:`ReplayPacer` keeps the backlog
-small instead, with the additive-increase / multiplicative-decrease (AIMD)
-scheme of TCP congestion control applied to the send rate:
+small instead, with TCP congestion control's scheme applied to the send rate
+(slow start, then additive increase / multiplicative decrease, AIMD):
 
 * every control step (:meth:`ReplayPacer.observe`) gets the live path's recent
   accepted -> frame latency and/or its consumer lag (records the live consumer
   groups have not consumed yet);
-* if either is above its bound, the rate is multiplied by ``decrease`` (< 1);
-* if the known ones are within bounds, the rate grows by ``increase`` (> 1);
+* if either is above its bound, the rate is multiplied by ``decrease`` (< 1) and
+  slow start ends;
+* if the known ones are within bounds, the rate is multiplied by ``increase``
+  (> 1) during slow start, afterwards raised by ``step`` events/s;
 * with no measurement at all it is kept.
 
 :meth:`ReplayPacer.schedule` turns the rate into send times (a token bucket
@@ -35,7 +37,8 @@ class PaceLimits:
             decreases.
         initial_rate / min_rate / max_rate: events per second.
         increase / decrease: factors applied per control step (``increase`` > 1,
-            0 < ``decrease`` < 1).
+            during slow start; 0 < ``decrease`` < 1).
+        step: events/s added per control step within bounds after slow start.
     """
 
     target_latency_ms: float = 500.0
@@ -45,12 +48,13 @@ class PaceLimits:
     max_rate: float = 50_000.0
     increase: float = 1.25
     decrease: float = 0.6
+    step: float = 50.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rate <= self.initial_rate <= self.max_rate:
             raise ValueError("need 0 < min_rate <= initial_rate <= max_rate")
-        if self.increase <= 1 or not 0 < self.decrease < 1:
-            raise ValueError("need increase > 1 and 0 < decrease < 1")
+        if self.increase <= 1 or not 0 < self.decrease < 1 or self.step <= 0:
+            raise ValueError("need increase > 1, 0 < decrease < 1 and step > 0")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class ReplayPacer:
         self.limits = limits or PaceLimits()
         self._rate = self.limits.initial_rate
         self._next_at: float | None = None
+        self._slow_start = True
         self.last = PipelineSignal()
 
     @property
@@ -96,10 +101,13 @@ class ReplayPacer:
         """Apply one control step for ``signal``; returns the new rate (events/s)."""
         self.last = signal
         over = self.overloaded(signal)
+        limits = self.limits
         if over is True:
-            self._rate = max(self.limits.min_rate, self._rate * self.limits.decrease)
+            self._slow_start = False
+            self._rate = max(limits.min_rate, self._rate * limits.decrease)
         elif over is False:
-            self._rate = min(self.limits.max_rate, self._rate * self.limits.increase)
+            grown = self._rate * limits.increase if self._slow_start else self._rate + limits.step
+            self._rate = min(limits.max_rate, grown)
         return self._rate
 
     def schedule(self, events: int, now: float) -> float:
