@@ -3,8 +3,13 @@ send schedule."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from types import SimpleNamespace
+
 import pytest
 
+from clarion_devstack.replay import feedback
 from clarion_devstack.replay.feedback import recent_latency_ms
 from clarion_devstack.replay.pacing import PaceLimits, PipelineSignal, ReplayPacer
 
@@ -107,3 +112,36 @@ def test_recent_latency_is_the_median_of_the_new_samples() -> None:
     samples = [5000.0, 4000.0, 10.0, 30.0, 20.0]
     assert recent_latency_ms(samples, since=2) == 20.0
     assert recent_latency_ms(samples, since=5) is None
+
+
+async def test_the_feed_measures_new_latencies_and_the_live_groups_lag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[str, tuple[str, ...]]] = []
+
+    async def lag(bootstrap: str, prefix: str, only: tuple[str, ...]) -> dict[str, int]:
+        asked.append((bootstrap, tuple(only)))
+        return {"aggregator": 40, "realtime-gateway": 2}
+
+    monkeypatch.setattr(feedback, "pipeline_lag", lag)
+    observer = SimpleNamespace(latencies_ms=[9000.0])  # seen before the feed started
+    observed = asyncio.Event()
+
+    class Pacer(ReplayPacer):
+        def observe(self, signal: PipelineSignal) -> float:
+            observed.set()
+            return super().observe(signal)
+
+    pacer = Pacer(LIMITS)
+    task = asyncio.create_task(
+        feedback.feed_pacer(pacer, observer, "broker:9092", interval=0.001)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0)  # the feed starts and notes what was seen before it
+    observer.latencies_ms += [100.0, 300.0, 200.0]
+    await asyncio.wait_for(observed.wait(), timeout=30)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert (pacer.last.latency_ms, pacer.last.backlog) == (200.0, 42)
+    assert asked[0] == ("broker:9092", ("aggregator", "realtime-gateway"))
+    assert pacer.rate > LIMITS.initial_rate  # 200 ms and 42 records: within bounds
