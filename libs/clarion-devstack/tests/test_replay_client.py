@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from clarion_contracts.v1 import DomainEvent
-from clarion_devstack.replay.client import ReplayClient, ReplayError
+from clarion_devstack.replay.client import ReplayClient, ReplayError, replay
+from clarion_devstack.replay.pacing import ReplayPacer
 
 
 def _event() -> DomainEvent:
@@ -57,3 +59,46 @@ async def test_a_client_error_stops_the_replay_with_the_problem() -> None:
         with pytest.raises(ReplayError, match="422"):
             await client.send_batch([_event()])
     assert seen == [422]
+
+
+async def test_profiles_go_in_batches_of_distinct_users() -> None:
+    batches: list[list[str]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert (request.method, request.url.path) == ("PUT", "/v1/users:batch")
+        ids = [p["user_id"] for p in json.loads(request.content)["profiles"]]
+        batches.append(ids)
+        return httpx.Response(200, json={"stored": ids})
+
+    client = ReplayClient("http://ingest", "key")
+    client._http = httpx.AsyncClient(
+        base_url="http://ingest", transport=httpx.MockTransport(handle)
+    )
+    users = [f"u{i:04d}" for i in range(1201)]
+    async with client:
+        written = await client.ensure_profiles(users + users[:10], batch_size=500)
+    assert written == 1201
+    assert sorted(len(b) for b in batches) == [201, 500, 500]
+    assert sorted(u for b in batches for u in b) == users
+
+
+class _RecordingPacer(ReplayPacer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int] = []
+
+    def schedule(self, events: int, now: float) -> float:
+        self.asked.append(events)
+        return 0.0
+
+
+@pytest.mark.parametrize(("speed", "asked"), [(0.0, [2, 2, 1]), (1000.0, [])])
+async def test_the_pacer_schedules_every_batch_unless_a_speed_is_given(
+    speed: float, asked: list[int]
+) -> None:
+    seen: list[int] = []
+    pacer = _RecordingPacer()
+    async with _client([202] * 3, seen) as client:
+        await replay([_event()] * 5, client, batch_size=2, speed=speed, pacer=pacer)
+    assert seen == [202] * 3
+    assert pacer.asked == asked

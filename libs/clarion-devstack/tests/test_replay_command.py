@@ -38,8 +38,11 @@ async def test_profiles_of_recipients_and_actors_come_before_the_batches() -> No
         if request.url.path == "/v1/events:batch":
             ids = [e["event_id"] for e in json.loads(request.content)["events"]]
             return httpx.Response(202, json={"accepted": ids})
-        return httpx.Response(200, json={})
+        body = json.loads(request.content)
+        profiles.extend(p["user_id"] for p in body["profiles"])
+        return httpx.Response(200, json={"stored": [p["user_id"] for p in body["profiles"]]})
 
+    profiles: list[str] = []
     events = [
         _event(1, "alice", ["octo"]),
         _event(2, "bob", ["octo", "carol"]),
@@ -64,9 +67,9 @@ async def test_profiles_of_recipients_and_actors_come_before_the_batches() -> No
 
     assert stats.accepted == 3
     assert stats.batches == 2
-    profiles = [path for method, path in requests if method == "PUT"]
-    assert sorted(profiles) == [f"/v1/users/{u}" for u in ("alice", "bob", "carol", "eve", "octo")]
-    assert requests[: len(profiles)] == [("PUT", p) for p in profiles]  # profiles first
+    assert sorted(profiles) == ["alice", "bob", "carol", "eve", "octo"]
+    assert requests[0] == ("PUT", "/v1/users:batch")  # profiles first, in one batch
+    assert requests.count(("PUT", "/v1/users:batch")) == 1
     assert [r for r in requests if r[1] == "/v1/events:batch"] == [("POST", "/v1/events:batch")] * 2
     assert len(statuses) >= 3  # the first frame, then one per batch
     assert "creating 5 user profiles" in out.getvalue()

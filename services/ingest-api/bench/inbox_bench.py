@@ -12,6 +12,8 @@ processes with the same ``CLARION_*`` environment, and runs four phases, each
   ``clarion.delivery-status.v1``; statuses / seconds until every row records it.
 * **profiles**: ``--profiles`` ``PUT /v1/users/{id}`` from 4 concurrent clients,
   requests/s; like the replay client, a 429 or 503 is retried after its Retry-After.
+  Then as many profiles through ``PUT /v1/users:batch`` in batches of
+  ``--profile-batch`` from 4 clients (as the replay client creates them), profiles/s.
 * **latency**: ``POST /v1/events`` at ``--rate`` events/s for ``--duration`` seconds
   (``issue.opened``, aggregation window 0, one object per event), each round on
   freshly started services and topics of its own (the embedded broker slows down as
@@ -435,6 +437,55 @@ async def profiles_round(base_url: str, api_key: str, run: str, n: int, clients:
     return rate
 
 
+async def profile_batches_round(
+    base_url: str, api_key: str, run: str, n: int, clients: int, batch: int
+) -> float:
+    """``n`` profiles through ``PUT /v1/users:batch``, ``batch`` per request, from
+    ``clients`` concurrent clients; profiles/s (429 and 503 retried after Retry-After)."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    failures = 0
+    throttled = 0
+    bodies = [
+        {
+            "profiles": [
+                {
+                    "user_id": f"{run}-{i}",
+                    "name": f"User {i}",
+                    "email": f"user{i}@example.com",
+                    "locale": "en",
+                    "timezone": "Europe/Paris",
+                }
+                for i in range(start, min(start + batch, n))
+            ]
+        }
+        for start in range(0, n, batch)
+    ]
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+
+        async def client(c: int) -> None:
+            nonlocal failures, throttled
+            for body in bodies[c::clients]:
+                for _ in range(20):
+                    response = await http.put("/v1/users:batch", json=body, headers=headers)
+                    if response.status_code not in (429, 503):
+                        break
+                    throttled += 1
+                    await asyncio.sleep(min(float(response.headers.get("Retry-After", "1")), 30))
+                if response.status_code != 200:
+                    failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - started
+    rate = n / elapsed
+    print(
+        f"  profiles {run}: {n} in {len(bodies)} PUT /v1/users:batch in {elapsed:.2f}s,"
+        f" {throttled} answered 429/503 and retried, {failures} failed -> {rate:,.0f} profiles/s",
+        flush=True,
+    )
+    return rate
+
+
 async def fresh_latency_round(
     args: argparse.Namespace,
     env: dict[str, str],
@@ -493,6 +544,12 @@ async def run_bench(args: argparse.Namespace, env: dict[str, str], log_dir: Path
             await profiles_round(base_url, key, f"p{r}", args.profiles, 4)
             for r in range(args.rounds if args.profiles > 0 else 0)
         ]
+        batched = [
+            await profile_batches_round(
+                base_url, key, f"b{r}", args.profiles, 4, args.profile_batch
+            )
+            for r in range(args.rounds if args.profiles > 0 else 0)
+        ]
         rates: list[tuple[float, float]] = []
         if args.notifications > 0:
             for r in range(args.rounds):
@@ -513,12 +570,19 @@ async def run_bench(args: argparse.Namespace, env: dict[str, str], log_dir: Path
         print("\nresults (median of rounds)")
         if puts:
             print(f"  PUT /v1/users/{{id}} (4 clients): {statistics.median(puts):,.0f} req/s")
+            print(
+                f"  PUT /v1/users:batch ({args.profile_batch} per request, 4 clients):"
+                f" {statistics.median(batched):,.0f} profiles/s"
+            )
         if rates:
             print(f"  inbox consumer:    {statistics.median(r for r, _ in rates):,.0f} notif/s")
             print(f"  delivery consumer: {statistics.median(d for _, d in rates):,.0f} status/s")
         figures: dict[str, Any] = {}
         if puts:
             figures["put_users_per_second_median"] = round(statistics.median(puts))
+            figures["put_users_batch_profiles_per_second_median"] = round(
+                statistics.median(batched)
+            )
         if rates:
             figures["inbox_notifications_per_second_median"] = round(
                 statistics.median(r for r, _ in rates)
@@ -545,6 +609,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--notifications", type=int, default=20_000)
     parser.add_argument("--profiles", type=int, default=4000, help="PUT /v1/users per round")
+    parser.add_argument(
+        "--profile-batch", type=int, default=500, help="profiles per PUT /v1/users:batch"
+    )
     parser.add_argument("--rate", type=float, default=500.0, help="events/s in the latency phase")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per latency round")
     parser.add_argument("--rounds", type=int, default=3)

@@ -30,6 +30,7 @@ EXPECTED = {
     ("/v1/events", "post"): {202, 401, 413, 415, 422, 429, 503},
     ("/v1/events:batch", "post"): {202, 401, 413, 415, 422, 429, 503},
     ("/v1/users/{user_id}", "put"): {200, 401, 422, 429, 503},
+    ("/v1/users:batch", "put"): {200, 401, 413, 422, 429, 503},
     ("/v1/me/notifications", "get"): {200, 400, 401, 422, 429},
     ("/v1/me/notifications/counts", "get"): {200, 401, 429},
     ("/v1/me/notifications/{notification_id}/read", "post"): {200, 401, 404, 429, 503},

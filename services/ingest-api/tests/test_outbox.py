@@ -15,6 +15,7 @@ import pytest
 from clarion_contracts.registry import DOMAIN_EVENTS, INBOX_EVENTS, NOTIFICATIONS, USER_PROFILES
 from clarion_contracts.v1 import DomainEvent, Notification
 from clarion_ingest import app as app_module
+from clarion_ingest.adapters import outbox
 from clarion_ingest.adapters.relay import OutboxRelay
 from clarion_ingest.api import events as events_api
 from clarion_ingest.api import inbox as inbox_api
@@ -88,6 +89,7 @@ async def test_postgres_unreachable_answers_503_and_accepts_nothing(
             ("POST", "/v1/events", {"json": event("bob")}),
             ("POST", "/v1/events:batch", {"json": {"events": [event("bob")]}}),
             ("PUT", "/v1/users/bob", {"json": {"name": "Bob"}}),
+            ("PUT", "/v1/users:batch", {"json": {"profiles": [{"user_id": "bob", "name": "B"}]}}),
         ]
         for method, path, kwargs in requests:
             response = await svc.http.request(method, path, headers=headers, **kwargs)
@@ -254,7 +256,7 @@ class _DiesAfterProducing(OutboxRelay):
 
     produced: asyncio.Event
 
-    async def _mark(self, conn: Any, ids: Any) -> None:
+    async def _mark_and_fetch(self, conn: Any, ids: Any, limit: int) -> Any:
         type(self).produced.set()
         await asyncio.Event().wait()
 
@@ -300,6 +302,25 @@ async def test_relay_dying_between_produce_and_mark_resends_at_least_once(
             return all(r.relayed_at is not None for r in await _outbox(svc))
 
         await svc.eventually(drained)
+
+
+async def test_marking_a_batch_reads_the_next_in_the_same_statement(start_ingest: Any) -> None:
+    async with start_ingest(outbox_relay=False) as svc:
+        bodies = [event(f"u{i}") for i in range(5)]
+        response = await svc.http.post(
+            "/v1/events:batch", json={"events": bodies}, headers=svc.producer_headers()
+        )
+        assert response.status_code == 202
+        async with svc.app.state.runtime.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            first = await outbox.fetch_pending(conn, 2)
+            second = await outbox.mark_and_fetch(conn, [p.id for p in first], 2)
+            third = await outbox.mark_and_fetch(conn, [p.id for p in second], 2)
+            rest = await outbox.mark_and_fetch(conn, [p.id for p in third], 2)
+        assert [len(b) for b in (first, second, third, rest)] == [2, 2, 1, 0]
+        relayed = [p.record.key for b in (first, second, third) for p in b]
+        assert relayed == [f"u{i}".encode() for i in range(5)]
+        assert all(r.relayed_at is not None for r in await _outbox(svc))
 
 
 async def _true(value: Any) -> bool:

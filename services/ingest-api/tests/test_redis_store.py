@@ -82,3 +82,25 @@ async def test_peek_decides_the_next_request_without_counting_it(
     assert not refused.allowed
     assert refused.retry_after > 0
     assert int(await client.get(f"{prefix}ingest:rl:authfail:ip:{int(clock.now // WINDOW)}")) == 2
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "sliding"])
+async def test_peek_and_hit_decides_like_the_two_calls_in_one(client: Any, strategy: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    clock = Clock(1_000_040.0)
+    limiter = RateLimiter(client, prefix, strategy, WINDOW, clock=clock)  # type: ignore[arg-type]
+    twin = RateLimiter(client, f"{prefix}twin:", strategy, WINDOW, clock=clock)  # type: ignore[arg-type]
+    await limiter.hit("authfail:ip", 3)
+    await twin.hit("authfail:ip", 3)
+    combined = [await limiter.peek_and_hit("authfail:ip", 3, "key:k", 2) for _ in range(3)]
+    separate = [(await twin.peek("authfail:ip", 3), await twin.hit("key:k", 2)) for _ in range(3)]
+    assert combined == separate
+    assert [key.allowed for _, key in combined] == [True, True, False]
+    assert all(peeked.allowed for peeked, _ in combined)  # peeking counts nothing
+    window = int(clock.now // WINDOW)
+    assert int(await client.get(f"{prefix}ingest:rl:authfail:ip:{window}")) == 1
+    assert int(await client.get(f"{prefix}ingest:rl:key:k:{window}")) == 3
+    await limiter.hit("authfail:ip", 3)
+    await limiter.hit("authfail:ip", 3)
+    throttled, _ = await limiter.peek_and_hit("authfail:ip", 3, "key:k", 2)
+    assert not throttled.allowed

@@ -27,7 +27,7 @@ from clarion_ingest.adapters.consumers import InboxProjector, register_consumers
 from clarion_ingest.adapters.kafka import BrokerConnection, EventPublisher
 from clarion_ingest.adapters.redis_store import CountsCache, RateLimiter
 from clarion_ingest.adapters.relay import OutboxRelay
-from clarion_ingest.api import admin, dev, events, inbox, preferences
+from clarion_ingest.api import admin, dev, events, inbox, preferences, profiles
 from clarion_ingest.api.middleware import BodySizeLimitMiddleware
 from clarion_ingest.runtime import Runtime
 from clarion_ingest.settings import IngestSettings
@@ -61,7 +61,11 @@ def _lifespan(settings: IngestSettings) -> Any:
         if settings.run_migrations:
             await kit_db.upgrade(settings.database_url, MIGRATIONS_DIR)
         engine = kit_db.create_engine(settings)
-        store_engine = kit_db.create_engine(settings, pool_pre_ping=False)
+        # Connections are kept, not opened per burst: a new one costs a connect, type
+        # introspection and re-preparing the statements, several times a request's work.
+        store_engine = kit_db.create_engine(
+            settings, pool_pre_ping=False, pool_size=settings.store_pool_size, max_overflow=8
+        )
         redis = kit_redis.create_redis(settings)
         counts = CountsCache(redis, settings.redis_prefix, settings.counts_cache_ttl_seconds)
         limiter = RateLimiter(
@@ -197,7 +201,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     checks = _DelegatingChecks()
     app.state.health = checks
     install_problem_handlers(app)
-    for module in (events, inbox, preferences, admin):
+    for module in (events, profiles, inbox, preferences, admin):
         app.include_router(module.router)
     development = settings.environment == "development"
     if development:

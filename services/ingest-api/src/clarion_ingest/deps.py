@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from clarion_ingest.domain.models import is_user_id
+from clarion_ingest.domain.ratelimit import RateDecision
 from clarion_ingest.runtime import Runtime
 from clarion_ingest.settings import IngestSettings
 from clarion_kit.auth import (
@@ -71,12 +72,16 @@ def _unauthorized(detail: str, error: str = "invalid_token") -> ProblemError:
 async def _enforce(runtime: Runtime, bucket: str, limit: int) -> None:
     decision = await runtime.limiter.hit(bucket, limit)
     if not decision.allowed:
-        raise ProblemError(
-            429,
-            detail=f"rate limit of {decision.limit} requests per "
-            f"{runtime.settings.rate_limit_window_seconds}s exceeded",
-            headers={"Retry-After": str(decision.retry_after)},
-        )
+        raise _over_limit(runtime, decision)
+
+
+def _over_limit(runtime: Runtime, decision: RateDecision) -> ProblemError:
+    return ProblemError(
+        429,
+        detail=f"rate limit of {decision.limit} requests per "
+        f"{runtime.settings.rate_limit_window_seconds}s exceeded",
+        headers={"Retry-After": str(decision.retry_after)},
+    )
 
 
 def _client_ip(request: Request) -> str:
@@ -85,16 +90,38 @@ def _client_ip(request: Request) -> str:
 
 
 async def _refuse_throttled_client(runtime: Runtime, bucket: str) -> None:
-    # Checked before the key is: a throttled client learns nothing, not even from a right key.
+    # A throttled client learns nothing, not even whether its key is right: a known
+    # key gets the same 429 (see require_producer).
     limit = runtime.settings.api_key_failure_limit
     decision = await runtime.limiter.peek(bucket, limit)
     if not decision.allowed:
-        raise ProblemError(
-            429,
-            detail=f"too many failed API-key attempts from this address (limit {limit} per "
-            f"{runtime.settings.rate_limit_window_seconds}s)",
-            headers={"Retry-After": str(decision.retry_after)},
-        )
+        raise _throttled(limit, runtime.settings, decision)
+
+
+def _throttled(limit: int, settings: IngestSettings, decision: RateDecision) -> ProblemError:
+    return ProblemError(
+        429,
+        detail=f"too many failed API-key attempts from this address (limit {limit} per "
+        f"{settings.rate_limit_window_seconds}s)",
+        headers={"Retry-After": str(decision.retry_after)},
+    )
+
+
+_KNOWN_HASHES: dict[tuple[object, ...], tuple[str, ...]] = {}
+
+
+def _known_key_hashes(settings: IngestSettings) -> tuple[str, ...]:
+    """The SHA-256 of every accepted API key, lowercase (the development key's too
+    where allowed): derived once per configuration instead of on every request."""
+    dev = dev_api_key_enabled(settings)
+    cache_key = (tuple(settings.api_key_hashes), dev, settings.jwt_secret if dev else None)
+    known = _KNOWN_HASHES.get(cache_key)
+    if known is None:
+        known = tuple(h.lower() for h in settings.api_key_hashes)
+        if dev:
+            known += (hash_api_key(dev_api_key(settings)),)
+        _KNOWN_HASHES[cache_key] = known
+    return known
 
 
 @dataclass(frozen=True)
@@ -131,15 +158,25 @@ async def require_producer(
         raise _unauthorized("an API key is required", "invalid_request")
     settings = runtime.settings
     failures = f"authfail:{_client_ip(request)}"
-    await _refuse_throttled_client(runtime, failures)
-    known = list(settings.api_key_hashes)
-    if dev_api_key_enabled(settings):
-        known.append(hash_api_key(dev_api_key(settings)))
-    if not verify_api_key(key, known):
+    if not verify_api_key(key, _known_key_hashes(settings)):
+        await _refuse_throttled_client(runtime, failures)
         await runtime.limiter.hit(failures, settings.api_key_failure_limit)
         raise _unauthorized("the API key is not valid")
     producer = Producer(key_id=hash_api_key(key)[:16])
-    await _enforce(runtime, f"key:{producer.key_id}", settings.rate_limit_api_key)
+    # A known key is checked locally first, so its request costs one Redis round trip:
+    # the client's failed-attempt budget is read and the key's request counted together.
+    # The answer is the same as checking the budget first: a throttled client gets the
+    # same 429 whether its key is right or not.
+    throttle, decision = await runtime.limiter.peek_and_hit(
+        failures,
+        settings.api_key_failure_limit,
+        f"key:{producer.key_id}",
+        settings.rate_limit_api_key,
+    )
+    if not throttle.allowed:
+        raise _throttled(settings.api_key_failure_limit, settings, throttle)
+    if not decision.allowed:
+        raise _over_limit(runtime, decision)
     return producer
 
 

@@ -46,6 +46,12 @@ class IngestSettings(ServiceSettings):
     retry_after_seconds: int = Field(
         default=5, ge=1, description="Retry-After sent with 503 when PostgreSQL is unavailable"
     )
+    store_pool_size: int = Field(
+        default=12,
+        ge=1,
+        le=100,
+        description="PostgreSQL connections kept open for POST /v1/events (8 more on bursts)",
+    )
 
     outbox_relay: bool = Field(
         default=True,

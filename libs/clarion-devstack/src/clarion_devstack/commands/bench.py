@@ -307,6 +307,12 @@ SERVICE_FIGURES: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("ingest-api", "put_users_per_second_median", "PUT /v1/users/{{id}} per s", "{:,.0f}"),
     (
+        "ingest-api",
+        "put_users_batch_profiles_per_second_median",
+        "profiles/s through PUT /v1/users:batch (target ≥ 2,000)",
+        "{:,.0f}",
+    ),
+    (
         "push-worker",
         "skipped_requests_per_second_median",
         "push requests/s settled for users without a subscription (target ≥ 20,000)",

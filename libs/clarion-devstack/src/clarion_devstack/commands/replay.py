@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from clarion_contracts.v1 import DomainEvent
 from clarion_devstack.replay.client import ReplayClient, ReplayStats, replay
+from clarion_devstack.replay.pacing import ReplayPacer
 from clarion_devstack.replay.sources import SourceStats, read_events, resolve_source
 
 app = typer.Typer()
@@ -67,6 +68,7 @@ async def replay_with_progress(
     speed: float,
     batch_size: int = 200,
     status: Callable[[], str] | None = None,
+    pacer: ReplayPacer | None = None,
 ) -> ReplayStats:
     """Create the profile of every user ``events`` involve, then replay them with a progress bar.
 
@@ -82,6 +84,8 @@ async def replay_with_progress(
         batch_size: events per ``POST /v1/events/batch``.
         status: called at every progress update; its text is shown after the rate
             (``clarion run`` shows delivery latencies there).
+        pacer: with ``speed == 0``, paces the batches to the rate the pipeline
+            sustains (fed by the caller); None sends as fast as accepted.
 
     Returns:
         The replay's counters (see :func:`clarion_devstack.replay.client.replay`).
@@ -110,7 +114,9 @@ async def replay_with_progress(
 
         if status is not None:
             progress.update(task, status=status())
-        return await replay(events, client, batch_size=batch_size, speed=speed, on_progress=tick)
+        return await replay(
+            events, client, batch_size=batch_size, speed=speed, on_progress=tick, pacer=pacer
+        )
 
 
 @app.command("replay")

@@ -22,6 +22,8 @@ from clarion_devstack.drain import wait_drained
 from clarion_devstack.launch import LaunchConfig, Ports, service_specs, urls
 from clarion_devstack.observer import LatencyObserver
 from clarion_devstack.replay.client import ReplayClient
+from clarion_devstack.replay.feedback import feed_pacer
+from clarion_devstack.replay.pacing import ReplayPacer
 from clarion_devstack.replay.sources import SourceStats, read_events, resolve_source
 from clarion_devstack.stack import Stack, StackConfig, StackInfo, find_project_root
 from clarion_devstack.supervisor import Supervisor
@@ -73,15 +75,33 @@ async def _replay(
     observer = LatencyObserver(f"ws://127.0.0.1:{ports.gateway}/v1/ws", watched)
     await observer.start()
 
+    # --speed 0 paces itself to what the live path sustains instead of building a
+    # backlog that every frame would wait behind; --speed N keeps the recorded pace.
+    pacer = ReplayPacer() if speed <= 0 else None
+    feeder = (
+        asyncio.create_task(feed_pacer(pacer, observer, info.kafka_bootstrap_servers))
+        if pacer is not None
+        else None
+    )
+
     def delivery() -> str:
         p50, p99 = observer.percentiles_ms()
         shown = [f"{p:.0f} ms" if p is not None else "-" for p in (p50, p99)]
-        return f"delivery p50 {shown[0]} p99 {shown[1]}"
+        text = f"delivery p50 {shown[0]} p99 {shown[1]}"
+        return f"{pacer.describe()}; {text}" if pacer is not None else text
 
-    async with ReplayClient(api, default_api_key()) as client:
-        await replay_with_progress(events, client, console, speed=speed, status=delivery)
-        # The client's clock restarted once the profiles existed: the replay alone.
-        elapsed = time.monotonic() - client.stats.started
+    try:
+        async with ReplayClient(api, default_api_key()) as client:
+            await replay_with_progress(
+                events, client, console, speed=speed, status=delivery, pacer=pacer
+            )
+    finally:
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+    # The client's clock restarted once the profiles existed: the replay alone.
+    elapsed = time.monotonic() - client.stats.started
     console.print(
         f"accepted {client.stats.accepted} events in {elapsed:.1f}s "
         f"({client.stats.accepted / max(elapsed, 1e-9):.0f} events/s); waiting for delivery ..."
@@ -184,7 +204,9 @@ async def _main(
 @app.command("run")
 def run_command(
     replay_spec: str = typer.Option("default", "--replay", help="default, none, or a file"),
-    speed: float = typer.Option(0.0, help="N x real time; 0 replays as fast as accepted"),
+    speed: float = typer.Option(
+        0.0, help="N x real time; 0 paces itself to what the pipeline delivers"
+    ),
     exit_after_replay: bool = typer.Option(False, help="Stop once the replay is delivered"),
     verbose: bool = typer.Option(False, help="Echo every service log line, not only warnings"),
 ) -> None:

@@ -5,8 +5,8 @@ batches in flight; ``429`` and ``503`` answers are retried after their
 ``Retry-After`` (tenacity), and so are other ``5xx`` answers and lost connections
 (the same ``event_id`` makes a retried event harmless; each 5xx is counted in
 :attr:`ReplayStats.server_errors`). Other errors stop the replay with the RFC 9457
-problem the API returned. User profiles are created first with
-``PUT /v1/users/{user_id}`` so email and timezones resolve.
+problem the API returned. User profiles are created first, in batches with
+``PUT /v1/users:batch``, so email and timezones resolve.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tenacity import (
 )
 
 from clarion_contracts.v1 import DomainEvent
+from clarion_devstack.replay.pacing import ReplayPacer
 
 
 class RetryableAnswer(Exception):
@@ -130,11 +131,23 @@ class ReplayClient:
                 return response
         raise AssertionError("unreachable: tenacity reraises")
 
-    async def ensure_profiles(self, user_ids: Iterable[str]) -> int:
-        """Create or update a profile for each user id; return how many were written."""
+    async def ensure_profiles(self, user_ids: Iterable[str], batch_size: int = 500) -> int:
+        """Create or update a profile for each user id; return how many were written.
+
+        The profiles go ``batch_size`` at a time through ``PUT /v1/users:batch`` (each
+        batch one transaction on ingest-api's side), several batches in flight.
+        """
         ids = sorted(set(user_ids))
+        batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
         await asyncio.gather(
-            *(self._request("PUT", f"/v1/users/{uid}", profile_body(uid)) for uid in ids)
+            *(
+                self._request(
+                    "PUT",
+                    "/v1/users:batch",
+                    {"profiles": [{"user_id": uid, **profile_body(uid)} for uid in batch]},
+                )
+                for batch in batches
+            )
         )
         return len(ids)
 
@@ -159,11 +172,15 @@ async def replay(
     speed: float = 0.0,
     in_flight: int = 1,
     on_progress: Callable[[int], Awaitable[None] | None] | None = None,
+    pacer: ReplayPacer | None = None,
 ) -> ReplayStats:
     """Send ``events`` in order, in batches, at ``speed`` x real time (0: as fast as accepted).
 
     With ``speed > 0`` an event is not sent before ``(occurred_at - first) / speed``
-    seconds after the start, so gaps between events are kept, scaled.
+    seconds after the start, so gaps between events are kept, scaled. With
+    ``speed == 0`` and a ``pacer``, each batch waits for the pacer's schedule: the
+    rate the pipeline sustains, as the caller measures and feeds it
+    (:meth:`ReplayPacer.observe`).
     ``in_flight`` batches are sent at once; the default of 1 keeps arrival order
     equal to file order, which event-time aggregation windows depend on.
     """
@@ -177,6 +194,10 @@ async def replay(
         if speed > 0:
             due = (batch[0].occurred_at - first).total_seconds() / speed
             delay = due - (time.monotonic() - start)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        elif pacer is not None:
+            delay = pacer.schedule(len(batch), time.monotonic())
             if delay > 0:
                 await asyncio.sleep(delay)
         pending.append(asyncio.create_task(client.send_batch(batch)))

@@ -52,6 +52,15 @@ _PENDING = text(
     " WHERE relayed_at IS NULL ORDER BY id LIMIT :limit"
 )
 
+_MARK_AND_NEXT = text(
+    f"WITH marked AS ("
+    f" UPDATE {SCHEMA}.outbox SET relayed_at = now() WHERE id = ANY(CAST(:ids AS bigint[])))"
+    f" SELECT id, topic, key, value, headers, created_at FROM {SCHEMA}.outbox"
+    # The SELECT sees the table as before the UPDATE: the marked rows are excluded by id.
+    " WHERE relayed_at IS NULL AND id <> ALL(CAST(:ids AS bigint[]))"
+    " ORDER BY id LIMIT :limit"
+)
+
 _MARK = text(
     f"UPDATE {SCHEMA}.outbox SET relayed_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
 )
@@ -132,7 +141,24 @@ def _headers(value: Any) -> dict[str, str]:
 
 async def fetch_pending(conn: AsyncConnection, limit: int) -> list[PendingRecord]:
     """Up to ``limit`` records not relayed yet, oldest ``id`` first."""
-    rows = (await conn.execute(_PENDING, {"limit": limit})).all()
+    return _pending((await conn.execute(_PENDING, {"limit": limit})).all())
+
+
+async def mark_and_fetch(
+    conn: AsyncConnection, ids: Sequence[int], limit: int
+) -> list[PendingRecord]:
+    """Mark the rows ``ids`` relayed and read the next ``limit`` pending ones, in one
+    statement (one round trip per relayed batch instead of two).
+
+    The statement is atomic: on ``conn`` in autocommit the marks are committed when
+    it returns, and if it fails nothing is marked (the batch is sent again: at least
+    once, as after a crash).
+    """
+    rows = (await conn.execute(_MARK_AND_NEXT, {"ids": list(ids), "limit": limit})).all()
+    return _pending(rows)
+
+
+def _pending(rows: Sequence[Any]) -> list[PendingRecord]:
     return [
         PendingRecord(
             id=row.id,

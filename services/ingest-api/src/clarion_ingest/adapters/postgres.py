@@ -357,17 +357,41 @@ async def put_preferences(conn: AsyncConnection, prefs: Preferences) -> None:
     await conn.execute(stmt)
 
 
+_PUT_PROFILES = text(
+    f"INSERT INTO {SCHEMA}.profiles (user_id, document, updated_at)"
+    " SELECT v.user_id, CAST(v.document AS jsonb), v.updated_at"
+    " FROM unnest(CAST(:user_id AS text[]), CAST(:document AS text[]),"
+    " CAST(:updated_at AS timestamptz[])) AS v(user_id, document, updated_at)"
+    " ON CONFLICT (user_id) DO UPDATE"
+    " SET document = excluded.document, updated_at = excluded.updated_at"
+)
+
+
+async def put_profiles(conn: AsyncConnection, batch: Sequence[UserProfile]) -> None:
+    """Insert or replace the profiles of ``batch`` in one statement (user ids distinct).
+
+    The rows travel as three arrays, so the statement text, and thus asyncpg's
+    prepared statement, is the same whatever the batch size.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: two profiles share a user id (PostgreSQL refuses
+            to change a row twice in one ``ON CONFLICT DO UPDATE``), or the database fails.
+    """
+    if not batch:
+        return
+    await conn.execute(
+        _PUT_PROFILES,
+        {
+            "user_id": [p.user_id for p in batch],
+            "document": [p.model_dump_json() for p in batch],
+            "updated_at": [p.updated_at for p in batch],
+        },
+    )
+
+
 async def put_profile(conn: AsyncConnection, profile: UserProfile) -> None:
     """Insert or replace a user profile."""
-    doc = profile.model_dump(mode="json")
-    stmt = insert(profiles).values(
-        user_id=profile.user_id, document=doc, updated_at=profile.updated_at
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[profiles.c.user_id],
-        set_={"document": stmt.excluded.document, "updated_at": stmt.excluded.updated_at},
-    )
-    await conn.execute(stmt)
+    await put_profiles(conn, [profile])
 
 
 async def get_profile(conn: AsyncConnection, user_id: str) -> UserProfile | None:

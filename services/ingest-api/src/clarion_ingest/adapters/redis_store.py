@@ -91,6 +91,17 @@ return {current, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """Count one request in the current window (KEYS[1], expiring after ARGV[1] seconds)
 and read the previous window's count (KEYS[2]): one atomic call per request."""
 
+PEEK_AND_COUNT_LUA = """
+local peeked = redis.call('MGET', KEYS[1], KEYS[2])
+local current = redis.call('INCR', KEYS[3])
+if current == 1 then redis.call('EXPIRE', KEYS[3], ARGV[1]) end
+return {tonumber(peeked[1] or '0'), tonumber(peeked[2] or '0'),
+        current, tonumber(redis.call('GET', KEYS[4]) or '0')}
+"""
+"""Read one bucket's current and previous window (KEYS[1], KEYS[2]) without counting,
+and count one request of another (as :data:`RATE_LIMIT_LUA` with KEYS[3], KEYS[4]):
+the two checks of an authenticated producer request in one round trip."""
+
 
 class RateLimiter:
     """Fixed- or sliding-window request counters per bucket (an API key or a user).
@@ -121,6 +132,7 @@ class RateLimiter:
         self.window_seconds = window_seconds
         self.clock = clock
         self._count = client.register_script(RATE_LIMIT_LUA)
+        self._peek_and_count = client.register_script(PEEK_AND_COUNT_LUA)
 
     def _key(self, bucket: str, window: int) -> str:
         return f"{self.prefix}ingest:rl:{bucket}:{window}"
@@ -141,6 +153,45 @@ class RateLimiter:
         if self.strategy == "fixed":
             return fixed_window(int(current), limit, now, self.window_seconds)
         return sliding_window(int(previous or 0), int(current), limit, now, self.window_seconds)
+
+    async def peek_and_hit(
+        self, peek_bucket: str, peek_limit: int, bucket: str, limit: int
+    ) -> tuple[RateDecision, RateDecision]:
+        """:meth:`peek` at ``peek_bucket`` and :meth:`hit` ``bucket``, in one round trip.
+
+        The request is counted in ``bucket`` whatever the peek decides. Fails open
+        like the two calls it replaces.
+
+        Returns:
+            (the peek's decision, the hit's decision).
+        """
+        if peek_limit <= 0 or limit <= 0:
+            return await self.peek(peek_bucket, peek_limit), await self.hit(bucket, limit)
+        now = self.clock()
+        window = window_index(now, self.window_seconds)
+        keys = [
+            self._key(peek_bucket, window),
+            self._key(peek_bucket, window - 1),
+            self._key(bucket, window),
+            self._key(bucket, window - 1),
+        ]
+        try:
+            peek_current, peek_previous, current, previous = await self._peek_and_count(
+                keys=keys, args=[self.window_seconds * 2]
+            )
+        except RedisError:
+            return RateDecision(True, peek_limit, peek_limit, 0), RateDecision(
+                True, limit, limit, 0
+            )
+        return (
+            self._decide(int(peek_previous), int(peek_current) + 1, peek_limit, now),
+            self._decide(int(previous), int(current), limit, now),
+        )
+
+    def _decide(self, previous: int, current: int, limit: int, now: float) -> RateDecision:
+        if self.strategy == "fixed":
+            return fixed_window(current, limit, now, self.window_seconds)
+        return sliding_window(previous, current, limit, now, self.window_seconds)
 
     async def peek(self, bucket: str, limit: int) -> RateDecision:
         """Decide the next request of ``bucket`` against ``limit`` without counting it.

@@ -9,7 +9,7 @@ one producer at a time and per-key order holds across replicas. The active relay
 2. produces them (``acks=all``) and waits for every acknowledgement, retrying the
    same batch with capped exponential backoff while the broker fails (nothing is
    dropped; the failure is counted and reported by ``/readyz``);
-3. marks the rows relayed, then reads the next batch.
+3. marks the rows relayed and reads the next batch, in one statement.
 
 A crash between 2 and 3 sends the batch again from the next active relay:
 delivery is at least once, and consumers deduplicate by ``event_id`` or version.
@@ -164,24 +164,25 @@ class OutboxRelay:
                     await conn.invalidate()
 
     async def _lead(self, conn: AsyncConnection) -> None:
+        size = self.settings.outbox_batch_size
+        self._wake.clear()
+        batch = await outbox.fetch_pending(conn, size)
         while True:
-            self._wake.clear()
-            batch = await outbox.fetch_pending(conn, self.settings.outbox_batch_size)
             if batch:
                 await self._produce(batch)
-                await self._mark(conn, [p.id for p in batch])
                 prefix = self.settings.topic_prefix
                 for pending in batch:
                     self._metrics.relayed.labels(pending.record.topic.removeprefix(prefix)).inc()
-                if len(batch) == self.settings.outbox_batch_size:
-                    continue
-                # A short batch emptied the outbox as of the read: a row committed since
-                # has set the wake event, so waiting costs nothing and saves a query.
-            else:
-                await self._prune(conn)
+                # Cleared before the read: a row committed after it sets the event again.
+                self._wake.clear()
+                batch = await self._mark_and_fetch(conn, [p.id for p in batch], size)
+                continue
+            await self._prune(conn)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.outbox_poll_interval_seconds):
                     await self._wake.wait()
+            self._wake.clear()
+            batch = await outbox.fetch_pending(conn, size)
 
     async def _produce(self, batch: Sequence[outbox.PendingRecord]) -> None:
         records = [p.record for p in batch]
@@ -190,8 +191,10 @@ class OutboxRelay:
             _log.info("outbox relay recovered")
             self._set(RelayState.RELAYING)
 
-    async def _mark(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
-        await outbox.mark_relayed(conn, ids)
+    async def _mark_and_fetch(
+        self, conn: AsyncConnection, ids: Sequence[int], limit: int
+    ) -> list[outbox.PendingRecord]:
+        return await outbox.mark_and_fetch(conn, ids, limit)
 
     async def _stats_loop(self) -> None:
         # Apart from the relay loop, so the backlog is measured while a batch waits
