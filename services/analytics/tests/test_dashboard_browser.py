@@ -160,3 +160,19 @@ async def test_dashboard_renders_charts_and_takes_a_screenshot(
     await _chromium(f"--screenshot={screenshot}", f"{base_url}/")
     assert screenshot.stat().st_size > 20_000
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Classes only the rendered pages have (Swagger UI's operation rows, ReDoc's side menu),
+# never the HTML the service sends.
+@pytest.mark.parametrize(
+    ("page", "rendered"), [("/docs", "opblock-summary"), ("/redoc", "menu-content")]
+)
+async def test_api_docs_render_with_no_host_but_the_service_reachable(
+    served: tuple[str, AnalyticsSettings], page: str, rendered: str
+) -> None:
+    base_url, _ = served
+    # Every other host resolves to nothing, as on an air-gapped installation: a page
+    # that loads its JavaScript from a CDN stays blank.
+    offline = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+    dom = await _chromium(offline, "--dump-dom", f"{base_url}{page}")
+    assert rendered in dom, dom[:2000]
