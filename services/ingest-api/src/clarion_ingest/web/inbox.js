@@ -286,10 +286,9 @@ $("new-category").addEventListener("change", (e) => {
   e.target.value = "";
 });
 
-// ?user=alice&token=... (or #token=...) connects at once.
+// ?user=alice connects at once (with a development token where the server issues one);
+// ?user=alice&token=... (or #token=...) with the given token.
 const params = new URLSearchParams(window.location.search + "&" + window.location.hash.slice(1));
 if (params.get("user")) $("user").value = params.get("user");
-if (params.get("token")) {
-  $("token").value = params.get("token");
-  connect();
-}
+if (params.get("token")) $("token").value = params.get("token");
+if (params.get("user") || params.get("token")) connect();
