@@ -28,7 +28,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from clarion_kit.auth import dev_api_key, issue_token
+from clarion_kit.auth import dev_api_key
 from clarion_kit.settings import ServiceSettings
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -181,7 +181,6 @@ async def test_demo_inbox_live_read_and_recovery(devstack: Any, tmp_path: Path) 
     )
     settings = ServiceSettings(environment="development")
     user = f"ada{suffix}"
-    token = issue_token(settings, user)
     api = f"http://127.0.0.1:{config.ports.ingest}"
     headers = {"X-API-Key": dev_api_key(settings)}
     try:
