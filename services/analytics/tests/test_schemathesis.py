@@ -12,36 +12,19 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import requests
-import schemathesis
 import uvicorn
-from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client import CollectorRegistry
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from clarion_analytics.app import create_app
 from clarion_analytics.settings import AnalyticsSettings
+from clarion_devstack.apifuzz import fuzz
 from clarion_kit.auth import issue_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
 MAX_EXAMPLES = 40
 """Generated requests per operation (six operations)."""
 
@@ -55,53 +38,6 @@ EXTREME_TIMES = (
 """Bounds at the edges of ``datetime``: random generation seldom reaches them."""
 
 
-@dataclass
-class Report:
-    """What a schemathesis run did: cases sent and failures per operation."""
-
-    cases: dict[str, int] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
-
-
-def _fuzz(
-    operation: Any,
-    base_url: str,
-    session: requests.Session,
-    headers: dict[str, str],
-    report: Report,
-) -> None:
-    label = operation.label
-    report.cases[label] = 0
-    strategy = operation.as_strategy() | operation.as_strategy(
-        generation_mode=schemathesis.GenerationMode.NEGATIVE
-    )
-
-    @given(case=strategy)
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-    )
-    def check(case: Any) -> None:
-        report.cases[label] += 1
-        case.call_and_validate(
-            base_url=base_url, session=session, headers=headers, checks=CHECKS, timeout=60
-        )
-
-    try:
-        check()
-        for case in _boundary_cases(operation):
-            report.cases[label] += 1
-            case.call_and_validate(
-                base_url=base_url, session=session, headers=headers, checks=CHECKS, timeout=60
-            )
-    except (Exception, BaseExceptionGroup) as exc:  # schemathesis raises a FailureGroup
-        report.failures[label] = f"{type(exc).__name__}: {exc}"[:4000]
-
-
 def _boundary_cases(operation: Any) -> list[Any]:
     names = {param.name for param in operation.query}
     cases = []
@@ -112,16 +48,6 @@ def _boundary_cases(operation: Any) -> list[Any]:
             cases.append(operation.Case(query={"from": moment}))
             cases.append(operation.Case(query={"from": moment, "to": moment}))
     return cases
-
-
-def run_schemathesis(raw_schema: dict[str, Any], base_url: str, headers: dict[str, str]) -> Report:
-    """Fuzz every operation of ``raw_schema`` against ``base_url`` (blocking; run in a thread)."""
-    schema = schemathesis.openapi.from_dict(raw_schema)
-    report = Report()
-    with requests.Session() as session:
-        for result in schema.get_all_operations():
-            _fuzz(result.ok(), base_url, session, headers, report)
-    return report
 
 
 @contextlib.asynccontextmanager
@@ -161,10 +87,14 @@ async def test_every_operation_conforms_and_never_fails(fresh_database_url: str)
     async with serving(app) as base_url:
         started = time.monotonic()
         report = await asyncio.to_thread(
-            run_schemathesis, app.openapi(), base_url, {"Authorization": f"Bearer {token}"}
+            fuzz,
+            app.openapi(),
+            base_url,
+            lambda _path: {"Authorization": f"Bearer {token}"},
+            max_examples=MAX_EXAMPLES,
+            extra_cases=_boundary_cases,
         )
         elapsed = time.monotonic() - started
-    total = sum(report.cases.values())
-    print(f"schemathesis: {len(report.cases)} operations, {total} cases, {elapsed:.0f} s")
+    print(f"schemathesis: {report.summary()}, {elapsed:.0f} s")
     assert len(report.cases) >= 6, report.cases
-    assert not report.failures, "\n\n".join(f"{k}:\n{v}" for k, v in report.failures.items())
+    assert not report.failures, report.failure_text()
