@@ -142,12 +142,9 @@ async def test_frames_published_while_pubsub_was_down_are_filled_on_reconnect(
     await client.recv_until(1)
     # The last frame before a quiet period is published while this instance's
     # pub/sub connection is down: no later frame reveals the hole.
-    real_channel = history.channel
-    history.channel = lambda user: "nobody-listens"  # type: ignore[method-assign]
-    try:
-        await history.append(entry_from_notification(harness.notification("pia", "p2")))
-    finally:
-        history.channel = real_channel  # type: ignore[method-assign]
+    dropped = lose_next_pubsub_message(gw)
+    await history.append(entry_from_notification(harness.notification("pia", "p2")))
+    await harness.wait_for(lambda: bool(dropped), what="p2 lost on pub/sub")
     admin = aioredis.Redis.from_url(own_redis.url)
     try:
         await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
@@ -156,3 +153,20 @@ async def test_frames_published_while_pubsub_was_down_are_filled_on_reconnect(
     frames = await client.recv_until(2)
     assert [f["notification"]["notification_id"] for f in frames] == ["p1", "p2"]
     assert frames[1]["offset"].split(":")[0] == frames[0]["offset"].split(":")[0]
+
+
+def lose_next_pubsub_message(gw: Any) -> list[Any]:
+    """Make the instance's pub/sub reader drop the next message it reads (an at-most-once
+    loss); returns the list that receives the dropped message."""
+    channels = gw.channels
+    real = channels._deliver
+    lost: list[Any] = []
+
+    def deliver(user_id: str, msg: Any) -> None:
+        if lost:
+            real(user_id, msg)
+        else:
+            lost.append(msg)
+
+    channels._deliver = deliver
+    return lost
