@@ -63,7 +63,7 @@ async def run_packed(redis: Redis, payload: bytes, count: int) -> list[Any]:
             commands may have run, as with any pipeline whose replies were lost).
     """
     pool = redis.connection_pool
-    conn = await pool.get_connection()
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         await conn.send_packed_command(payload)
         replies: list[Any] = []
