@@ -132,6 +132,35 @@ async def test_redis_restarted_empty_makes_every_session_refetch(
     await harness.wait_for(both_appended, timeout=30, what="a2 and a3 in the new epoch")
 
 
+async def test_flushed_script_cache_is_reloaded_and_each_entry_appended_once(
+    harness: Any, own_redis: RedisServer
+) -> None:
+    gw = await harness.gateway(kafka=False, redis_url=own_redis.url)
+    history = gw.history
+
+    def entries(*nids: str) -> list[Any]:
+        return [entry_from_notification(harness.notification("sam", n)) for n in nids]
+
+    first = await history.append_many(entries("s1", "s2"))
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await admin.script_flush()
+    finally:
+        await admin.aclose()
+    # s2 again is a Kafka redelivery: a no-op even though its batch met NOSCRIPT.
+    again = await history.append_many(entries("s2", "s3", "s4"))
+    assert [r.seq for r in first] == [1, 2]
+    assert [r.seq for r in again] == [0, 3, 4]
+    assert {r.epoch for r in first + again} == {first[0].epoch}
+    stored = await history.read("sam", 1)
+    assert [(m.seq, m.notification_id) for m in stored] == [
+        (1, "s1"),
+        (2, "s2"),
+        (3, "s3"),
+        (4, "s4"),
+    ]
+
+
 async def test_frames_published_while_pubsub_was_down_are_filled_on_reconnect(
     harness: Any, own_redis: RedisServer
 ) -> None:
