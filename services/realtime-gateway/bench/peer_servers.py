@@ -253,6 +253,8 @@ def _clarion_env(infra: Infra, root: BenchRoot, port: int, http_port: int) -> di
         "CLARION_GATEWAY_IDLE_TIMEOUT": "3600",
         # The peers publish no presence: Clarion's is switched off by its debounce.
         "CLARION_GATEWAY_PRESENCE_DEBOUNCE": "3600",
+        # Every load client connects from 127.0.0.1; the per-address cap is for the internet.
+        "CLARION_GATEWAY_MAX_CONNECTIONS_PER_IP": "1000000",
     }
 
 

@@ -56,6 +56,17 @@ def test_first_version_is_created_later_versions_updated() -> None:
     assert updated.ts_ms == int((T0 + timedelta(seconds=2)).timestamp() * 1000)
 
 
+def test_notification_frame_is_the_contract_serialised_once() -> None:
+    # The frame embeds pydantic-core's JSON of the contract; it must hold exactly
+    # what model_dump(mode="json") holds, untrusted and non-ASCII text included.
+    n = notification(2).model_copy(
+        update={"title": 'Zoë «quoted» "x" \\ \u2028 \U0001f600 \t\x01', "data": {"k": [1.5, None]}}
+    )
+    frame = json.loads(entry_from_notification(n).template.render(Offset("e", 7), 2))
+    assert frame["notification"] == n.model_dump(mode="json")
+    assert Notification.model_validate(frame["notification"]) == n
+
+
 def test_notification_id_is_header_safe() -> None:
     entry = entry_from_notification(notification(nid="a b\nc"))
     assert entry.dedup_id == "a b\nc"

@@ -298,12 +298,9 @@ async def test_lost_pubsub_message_is_filled_from_history(harness: Any) -> None:
     lost = harness.notification("ivy", "i1")
     from clarion_gateway.domain.entries import entry_from_notification
 
-    real_channel = history.channel
-    history.channel = lambda user: "nobody-listens"  # type: ignore[method-assign]
-    try:
-        await history.append(entry_from_notification(lost))
-    finally:
-        history.channel = real_channel  # type: ignore[method-assign]
+    dropped = lose_next_pubsub_message(gw)
+    await history.append(entry_from_notification(lost))
+    await harness.wait_for(lambda: bool(dropped), what="i1 lost on pub/sub")
     await history.append(entry_from_notification(harness.notification("ivy", "i2")))
     frames = await client.recv_until(2)
     assert [f["notification"]["notification_id"] for f in frames] == ["i1", "i2"]
@@ -437,3 +434,20 @@ async def test_invalid_record_goes_to_dlq_and_the_stream_continues(harness: Any)
     assert headers["x-clarion-original-topic"] == topic.encode()
     assert headers["x-clarion-error-type"] == b"ValidationError"
     assert gw.metrics.records.labels(topic, "invalid")._value.get() == 1
+
+
+def lose_next_pubsub_message(gw: Any) -> list[Any]:
+    """Make the instance's pub/sub reader drop the next message it reads (an at-most-once
+    loss); returns the list that receives the dropped message."""
+    channels = gw.channels
+    real = channels._deliver
+    lost: list[Any] = []
+
+    def deliver(user_id: str, msg: Any) -> None:
+        if lost:
+            real(user_id, msg)
+        else:
+            lost.append(msg)
+
+    channels._deliver = deliver
+    return lost

@@ -132,6 +132,35 @@ async def test_redis_restarted_empty_makes_every_session_refetch(
     await harness.wait_for(both_appended, timeout=30, what="a2 and a3 in the new epoch")
 
 
+async def test_flushed_script_cache_is_reloaded_and_each_entry_appended_once(
+    harness: Any, own_redis: RedisServer
+) -> None:
+    gw = await harness.gateway(kafka=False, redis_url=own_redis.url)
+    history = gw.history
+
+    def entries(*nids: str) -> list[Any]:
+        return [entry_from_notification(harness.notification("sam", n)) for n in nids]
+
+    first = await history.append_many(entries("s1", "s2"))
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await admin.script_flush()
+    finally:
+        await admin.aclose()
+    # s2 again is a Kafka redelivery: a no-op even though its batch met NOSCRIPT.
+    again = await history.append_many(entries("s2", "s3", "s4"))
+    assert [r.seq for r in first] == [1, 2]
+    assert [r.seq for r in again] == [0, 3, 4]
+    assert {r.epoch for r in first + again} == {first[0].epoch}
+    stored = await history.read("sam", 1)
+    assert [(m.seq, m.notification_id) for m in stored] == [
+        (1, "s1"),
+        (2, "s2"),
+        (3, "s3"),
+        (4, "s4"),
+    ]
+
+
 async def test_frames_published_while_pubsub_was_down_are_filled_on_reconnect(
     harness: Any, own_redis: RedisServer
 ) -> None:
@@ -142,12 +171,9 @@ async def test_frames_published_while_pubsub_was_down_are_filled_on_reconnect(
     await client.recv_until(1)
     # The last frame before a quiet period is published while this instance's
     # pub/sub connection is down: no later frame reveals the hole.
-    real_channel = history.channel
-    history.channel = lambda user: "nobody-listens"  # type: ignore[method-assign]
-    try:
-        await history.append(entry_from_notification(harness.notification("pia", "p2")))
-    finally:
-        history.channel = real_channel  # type: ignore[method-assign]
+    dropped = lose_next_pubsub_message(gw)
+    await history.append(entry_from_notification(harness.notification("pia", "p2")))
+    await harness.wait_for(lambda: bool(dropped), what="p2 lost on pub/sub")
     admin = aioredis.Redis.from_url(own_redis.url)
     try:
         await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
@@ -156,3 +182,20 @@ async def test_frames_published_while_pubsub_was_down_are_filled_on_reconnect(
     frames = await client.recv_until(2)
     assert [f["notification"]["notification_id"] for f in frames] == ["p1", "p2"]
     assert frames[1]["offset"].split(":")[0] == frames[0]["offset"].split(":")[0]
+
+
+def lose_next_pubsub_message(gw: Any) -> list[Any]:
+    """Make the instance's pub/sub reader drop the next message it reads (an at-most-once
+    loss); returns the list that receives the dropped message."""
+    channels = gw.channels
+    real = channels._deliver
+    lost: list[Any] = []
+
+    def deliver(user_id: str, msg: Any) -> None:
+        if lost:
+            real(user_id, msg)
+        else:
+            lost.append(msg)
+
+    channels._deliver = deliver
+    return lost

@@ -30,6 +30,7 @@ from clarion_gateway.adapters.history import HistoryStore
 from clarion_gateway.adapters.kafka import create_consumer, create_producer
 from clarion_gateway.adapters.presence import PresenceStore
 from clarion_gateway.adapters.pubsub import UserChannels
+from clarion_gateway.adapters.resp import pack_command, run_packed
 from clarion_gateway.domain.delivery import delivered_status
 from clarion_gateway.domain.presence import PresenceLedger
 from clarion_gateway.handlers.connection import handle_connection
@@ -380,15 +381,25 @@ class Gateway:
             return
         batch, self._to_report = self._to_report, []
         ttl = self.settings.delivery_status_dedup_ttl
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id, msg, _ in batch:
-                pipe.set(
+        # One SET NX marker per (notification, version): the first instance to write
+        # a frame of it reports it.
+        packed: list[bytes] = []
+        for user_id, msg, _ in batch:
+            pack_command(
+                (
+                    b"SET",
                     f"{self.prefix}{{{user_id}}}:dlv:{msg.notification_id}:{msg.version}",
                     b"1",
-                    nx=True,
-                    ex=ttl,
-                )
-            firsts = await pipe.execute()
+                    b"NX",
+                    b"EX",
+                    ttl,
+                ),
+                packed,
+            )
+        firsts = await run_packed(self._redis, b"".join(packed), len(batch))
+        for reply in firsts:
+            if isinstance(reply, Exception):
+                raise reply
         topic = self.settings.topic(DELIVERY_STATUS)
         records = [
             OutgoingRecord(topic, status.notification_id.encode(), status.to_bytes())

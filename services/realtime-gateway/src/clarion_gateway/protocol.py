@@ -352,16 +352,18 @@ class FrameTemplate:
         return f"{self.head}{offset}{self.MID}{unread_count}{self.tail}"
 
 
-def notification_template(frame_type: str, notification: dict[str, Any]) -> FrameTemplate:
+def notification_template(frame_type: str, notification: dict[str, Any] | str) -> FrameTemplate:
     """Template of ``notification.created`` / ``notification.updated``.
 
-    ``notification`` is the ``Notification`` contract as a JSON-ready dict
-    (``model_dump(mode="json")``); its text stays data, the client renders it
-    as text.
+    ``notification`` is the ``Notification`` contract either as compact JSON text
+    (``model_dump_json()``, serialised once by pydantic-core: the live path) or as a
+    JSON-ready dict (``model_dump(mode="json")``); both give the same object. Its
+    text stays data, the client renders it as text.
     """
+    body = notification if isinstance(notification, str) else _dumps(notification)
     return FrameTemplate(
         head=f'{{"type":"{frame_type}","offset":"',
-        tail=f',"notification":{_dumps(notification)}}}',
+        tail=f',"notification":{body}}}',
     )
 
 

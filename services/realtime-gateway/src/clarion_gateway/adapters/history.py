@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
+from clarion_gateway.adapters.resp import NoScriptError, pack_command, run_packed
 from clarion_gateway.domain.entries import StreamEntry
-from clarion_gateway.protocol import FrameTemplate, WireMessage, decode_wire
-from clarion_kit.redis import evalsha_many
+from clarion_gateway.protocol import KIND_NOTIFICATION, FrameTemplate, WireMessage, decode_wire
+
+_KEY_CACHE_SIZE = 4096
+"""Users whose encoded key names are kept (the busiest recipients of a batch repeat)."""
 
 _NEW_EPOCH = """
 local function new_epoch(epoch)
@@ -43,13 +47,14 @@ end
 APPEND_LUA = (
     _NEW_EPOCH
     + """
--- KEYS: 1 meta, 2 hist, 3 ver, 4 read, 5 inbox event dedup marker
--- ARGV: 1 kind, 2 dedup id, 3 version, 4 action, 5 unread (inbox), 6 ids (JSON),
---       7 ts_ms, 8 head, 9 tail, 10 candidate epoch, 11 maxlen, 12 history ttl,
---       13 meta ttl, 14 channel, 15 header id
+-- KEYS: 1 meta, 2 hist, 3 ver, 4 read, 5 inbox event dedup marker (kind i only)
+-- ARGV: 1 kind, 2 dedup id, 3 version, 4 action, 5 unread (inbox), 6 ids (JSON, inbox),
+--       7 ts_ms, 8 head, 9 tail, 10 candidate epoch, 11 header id
+-- @MAXLEN@, @HISTORY_TTL@, @META_TTL@ are the store's settings, written into the
+-- source (one script per configuration) so no call carries them.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then epoch = new_epoch(ARGV[10]) end
-local meta_ttl = tonumber(ARGV[13])
+local meta_ttl = @META_TTL@
 local kind = ARGV[1]
 local unread
 if kind == 'n' then
@@ -97,11 +102,12 @@ local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('EXPIRE', KEYS[1], meta_ttl)
 local frame = ARGV[8] .. epoch .. ':' .. seq .. '","unread_count":' .. unread .. ARGV[9]
 local ver_field = ARGV[3]
-local msg = epoch .. ' ' .. seq .. ' ' .. kind .. ' ' .. ARGV[15] .. ' ' .. ver_field .. ' '
+local msg = epoch .. ' ' .. seq .. ' ' .. kind .. ' ' .. ARGV[11] .. ' ' .. ver_field .. ' '
   .. ARGV[7] .. '\\n' .. frame
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[11], seq .. '-0', 'm', msg)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[12]))
-redis.call('PUBLISH', ARGV[14], msg)
+redis.call('XADD', KEYS[2], 'MAXLEN', @MAXLEN@, seq .. '-0', 'm', msg)
+redis.call('EXPIRE', KEYS[2], @HISTORY_TTL@)
+-- The channel is not a key: "<P>{user}:meta" minus "meta" plus "ch".
+redis.call('PUBLISH', string.sub(KEYS[1], 1, -5) .. 'ch', msg)
 return {seq, epoch, unread}
 """
 )
@@ -176,8 +182,13 @@ class HistoryStore:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.meta_ttl = meta_ttl
-        self._append = redis.register_script(APPEND_LUA)
+        self._append = redis.register_script(
+            APPEND_LUA.replace("@MAXLEN@", str(int(history_size)))
+            .replace("@HISTORY_TTL@", str(int(history_ttl)))
+            .replace("@META_TTL@", str(int(meta_ttl)))
+        )
         self._state = redis.register_script(STATE_LUA)
+        self._user_keys: OrderedDict[str, tuple[bytes, bytes, bytes, bytes]] = OrderedDict()
 
     def _key(self, user_id: str, name: str) -> str:
         return f"{self.prefix}{{{user_id}}}:{name}"
@@ -190,26 +201,54 @@ class HistoryStore:
         """meta, hist, ver, read keys of a user (for scripts and for tests that reset them)."""
         return [self._key(user_id, n) for n in ("meta", "hist", "ver", "read")]
 
-    def _append_args(self, entry: StreamEntry) -> tuple[list[str], list[Any]]:
-        keys = [*self.user_keys(entry.user_id), self._key(entry.user_id, f"ev:{entry.dedup_id}")]
-        args: list[Any] = [
-            entry.kind,
-            entry.dedup_id,
-            entry.version,
-            entry.action,
-            entry.unread_count if entry.unread_count is not None else 0,
-            json.dumps(list(entry.notification_ids)),
-            entry.ts_ms,
-            entry.template.head,
-            entry.template.tail,
-            new_epoch_id(),
-            self.history_size,
-            self.history_ttl,
-            self.meta_ttl,
-            self.channel(entry.user_id),
-            entry.header_id,
-        ]
-        return keys, args
+    def _encoded_keys(self, user_id: str) -> tuple[bytes, bytes, bytes, bytes]:
+        keys = self._user_keys.get(user_id)
+        if keys is None:
+            meta, hist, ver, read = self.user_keys(user_id)
+            keys = (meta.encode(), hist.encode(), ver.encode(), read.encode())
+            self._user_keys[user_id] = keys
+            if len(self._user_keys) > _KEY_CACHE_SIZE:
+                self._user_keys.popitem(last=False)
+        return keys
+
+    def _pack_appends(self, sha: bytes, entries: Sequence[StreamEntry]) -> bytes:
+        out: list[bytes] = []
+        for entry in entries:
+            meta, hist, ver, read = self._encoded_keys(entry.user_id)
+            if entry.kind == KIND_NOTIFICATION:
+                # KEYS[5] and the ids are only read for inbox events.
+                marker: Any = meta
+                ids = "[]"
+                unread = 0
+            else:
+                marker = self._key(entry.user_id, f"ev:{entry.dedup_id}")
+                ids = json.dumps(list(entry.notification_ids))
+                unread = entry.unread_count if entry.unread_count is not None else 0
+            pack_command(
+                (
+                    b"EVALSHA",
+                    sha,
+                    5,
+                    meta,
+                    hist,
+                    ver,
+                    read,
+                    marker,
+                    entry.kind,
+                    entry.dedup_id,
+                    entry.version,
+                    entry.action,
+                    unread,
+                    ids,
+                    entry.ts_ms,
+                    entry.template.head,
+                    entry.template.tail,
+                    new_epoch_id(),
+                    entry.header_id,
+                ),
+                out,
+            )
+        return b"".join(out)
 
     async def append(self, entry: StreamEntry) -> AppendResult:
         """Append one entry atomically (dedup, seq, XADD, PUBLISH).
@@ -220,12 +259,35 @@ class HistoryStore:
         return (await self.append_many([entry]))[0]
 
     async def append_many(self, entries: Sequence[StreamEntry]) -> list[AppendResult]:
-        """Append entries in order in one pipeline round trip (each one atomic)."""
+        """Append entries in order in one pipelined write (each one atomic).
+
+        One ``EVALSHA`` per entry, packed by :mod:`clarion_gateway.adapters.resp`.
+        When Redis answers ``NOSCRIPT`` (script cache flushed, server restarted) the
+        script is loaded and only the refused entries are sent again, in order:
+        pipelined commands are independent, so an entry Redis ran is not repeated.
+
+        Raises:
+            redis.RedisError: Redis unreachable, or a script call failed (the first
+                failure; the other entries were applied).
+        """
         if not entries:
             return []
-        calls = [self._append_args(entry) for entry in entries]
-        raw = await evalsha_many(self.redis, self._append, calls)
-        return [AppendResult(int(r[0]), _text(r[1]), int(r[2])) for r in raw]
+        replies = await self._append_pipelined(entries)
+        refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if refused:
+            self._append.sha = await self.redis.script_load(self._append.script)
+            again = await self._append_pipelined([entries[i] for i in refused])
+            for i, reply in zip(refused, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [AppendResult(int(r[0]), _text(r[1]), int(r[2])) for r in replies]
+
+    async def _append_pipelined(self, entries: Sequence[StreamEntry]) -> list[Any]:
+        sha = self._append.sha
+        payload = self._pack_appends(sha.encode() if isinstance(sha, str) else sha, entries)
+        return await run_packed(self.redis, payload, len(entries))
 
     async def state(self, user_id: str) -> StreamState:
         """The user's epoch, top seq, unread counter and oldest retained seq.

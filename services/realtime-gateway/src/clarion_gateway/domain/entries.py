@@ -73,7 +73,7 @@ def entry_from_notification(notification: Notification) -> StreamEntry:
         notification_ids=(notification.notification_id,),
         unread_count=None,
         ts_ms=to_ms(notification.updated_at),
-        template=notification_template(frame_type, notification.model_dump(mode="json")),
+        template=notification_template(frame_type, notification.model_dump_json()),
     )
 
 
