@@ -59,7 +59,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from expected import Group, expected_groups
-from harness import HOUR_FILE, Clarion, launch, wait_outbox_relayed
+from harness import HOUR_FILE, PIPELINE_GROUPS, Clarion, launch, wait_outbox_relayed
 
 from clarion_devstack.drain import wait_drained
 from clarion_devstack.observer import LatencyObserver
@@ -357,6 +357,7 @@ async def run_scenario(
                     info.kafka_bootstrap_servers,
                     topic_prefix=clarion.topic_prefix,
                     timeout=drain_timeout,
+                    expect=PIPELINE_GROUPS,
                 )
             except (TimeoutError, RuntimeError) as exc:
                 result.error = f"did not drain: {exc}"[:300]

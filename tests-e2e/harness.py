@@ -21,6 +21,10 @@ from clarion_devstack.supervisor import Supervisor
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gharchive"
 HOUR_FILE = DATA / "2015-01-01-15.json.gz"
 
+PIPELINE_GROUPS = ("aggregator", "ingest-api")
+"""Consumer groups (without the topic prefix) that must have committed before a run
+counts as drained: domain events to notifications, notifications to the inbox."""
+
 
 @dataclass
 class Clarion:

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 from expected import expected_groups
-from harness import DATA, Clarion, inbox, launch, wait_outbox_relayed
+from harness import DATA, PIPELINE_GROUPS, Clarion, inbox, launch, wait_outbox_relayed
 
 from clarion_devstack.drain import wait_drained
 from clarion_devstack.observer import LatencyObserver, dev_token
@@ -177,7 +177,10 @@ async def test_analytics_equals_counts_seen_through_the_api(
             await replay(events, client, batch_size=100)
         await wait_outbox_relayed(clarion.info.database_url)
         await wait_drained(
-            clarion.info.kafka_bootstrap_servers, topic_prefix=clarion.topic_prefix, timeout=300
+            clarion.info.kafka_bootstrap_servers,
+            topic_prefix=clarion.topic_prefix,
+            timeout=300,
+            expect=PIPELINE_GROUPS,
         )
 
         inboxes = await all_inboxes(clarion, recipients)

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from expected import Group, expected_groups
-from harness import Clarion, inbox, launch, wait_outbox_relayed
+from harness import PIPELINE_GROUPS, Clarion, inbox, launch, wait_outbox_relayed
 
 from clarion_devstack.drain import wait_drained
 from clarion_devstack.observer import LatencyObserver, dev_token
@@ -109,7 +109,10 @@ async def run_replay(clarion: Clarion, hour_file: Path, on_third: object = None)
         await replay(events[third:], client, batch_size=100)
     await wait_outbox_relayed(clarion.info.database_url)
     await wait_drained(
-        clarion.info.kafka_bootstrap_servers, topic_prefix=clarion.topic_prefix, timeout=600
+        clarion.info.kafka_bootstrap_servers,
+        topic_prefix=clarion.topic_prefix,
+        timeout=600,
+        expect=PIPELINE_GROUPS,
     )
 
 

@@ -53,3 +53,27 @@ async def test_pipeline_lag_per_group_and_only_the_named_services(
     only = await pipeline_lag(bootstrap, topic_prefix, only=("aggregator", "gateway"))
     assert only == {topic_prefix + "aggregator": 3}
     assert await pipeline_lag(bootstrap, topic_prefix + "elsewhere.") == {}
+
+
+@pytest.mark.integration
+async def test_a_pipeline_whose_expected_group_never_committed_is_not_drained(
+    devstack: StackInfo, topic_prefix: str
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from clarion_devstack.drain import wait_drained
+
+    bootstrap = devstack.kafka_bootstrap_servers
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic_prefix + NOTIFICATIONS.name, 1, 1)])
+    finally:
+        await admin.close()
+    # No group has committed anything: without expectations that reads as drained...
+    assert await wait_drained(bootstrap, topic_prefix=topic_prefix, timeout=10, settle=0.2) == {}
+    # ...but a consumer still joining its group has not consumed anything yet.
+    with pytest.raises(TimeoutError, match="not committed yet: \\['aggregator'\\]"):
+        await wait_drained(
+            bootstrap, topic_prefix=topic_prefix, timeout=1.5, settle=0.2, expect=("aggregator",)
+        )

@@ -83,8 +83,14 @@ async def wait_drained(
     timeout: float = 300.0,
     settle: float = 1.0,
     only: Iterable[str] | None = None,
+    expect: Iterable[str] = (),
 ) -> dict[str, int]:
     """Wait until every group's lag stays zero for ``settle`` seconds.
+
+    A group that has committed nothing yet is invisible to :func:`pipeline_lag` (it
+    cannot tell which topics the group reads), so a consumer still joining its group
+    would look drained. ``expect`` names the services (group names without the topic
+    prefix) whose groups must have committed before the pipeline counts as drained.
 
     Returns:
         The last lag reading (all zeros).
@@ -95,13 +101,15 @@ async def wait_drained(
     deadline = time.monotonic() + timeout
     zero_since: float | None = None
     lags: dict[str, int] = {}
+    missing: list[str] = []
     while time.monotonic() < deadline:
         lags = await pipeline_lag(bootstrap_servers, topic_prefix, only)
-        if all(v == 0 for v in lags.values()):
+        missing = [name for name in expect if topic_prefix + name not in lags]
+        if not missing and all(v == 0 for v in lags.values()):
             zero_since = zero_since or time.monotonic()
             if time.monotonic() - zero_since >= settle:
                 return lags
         else:
             zero_since = None
         await asyncio.sleep(0.25)
-    raise TimeoutError(f"consumer groups still lagging: {lags}")
+    raise TimeoutError(f"consumer groups still lagging: {lags}; not committed yet: {missing}")
