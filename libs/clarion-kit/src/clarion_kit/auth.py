@@ -217,6 +217,21 @@ def refuse_dev_secret(settings: ServiceSettings) -> None:
         )
 
 
+def decode_error(exc: jwt.InvalidTokenError, *, expired: str) -> AuthError:
+    """The :class:`AuthError` for a PyJWT decoding failure (RFC 7519 validation).
+
+    ``expired`` is the text for an expired token; the codes are ``expired``,
+    ``bad_signature``, ``malformed`` and ``invalid_claims``.
+    """
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return AuthError("expired", expired)
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return AuthError("bad_signature", "the token signature is not valid")
+    if isinstance(exc, jwt.DecodeError):
+        return AuthError("malformed", "the token is not a well-formed JWT")
+    return AuthError("invalid_claims", f"the token claims are not valid: {exc}")
+
+
 def check_lifetime(payload: Mapping[str, Any], max_seconds: int, leeway_seconds: int) -> None:
     """Refuse a token living longer than ``max_seconds``.
 
@@ -293,14 +308,8 @@ def verify_token(
             leeway=leeway_seconds,
             options={"require": ["exp", "sub"], "verify_aud": settings.jwt_audience is not None},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise AuthError("expired", "the token has expired") from exc
-    except jwt.InvalidSignatureError as exc:
-        raise AuthError("bad_signature", "the token signature is not valid") from exc
-    except jwt.DecodeError as exc:
-        raise AuthError("malformed", "the token is not a well-formed JWT") from exc
     except jwt.InvalidTokenError as exc:
-        raise AuthError("invalid_claims", f"the token claims are not valid: {exc}") from exc
+        raise decode_error(exc, expired="the token has expired") from exc
     check_lifetime(payload, settings.jwt_max_lifetime_seconds, leeway_seconds)
     audiences = payload.get("aud")
     if audiences == UNSUBSCRIBE_AUDIENCE or (

@@ -33,6 +33,7 @@ from clarion_kit.auth import (
     UNSUBSCRIBE_TOKEN_TYPE,
     AuthError,
     check_lifetime,
+    decode_error,
     refuse_dev_secret,
 )
 
@@ -153,14 +154,8 @@ def verify_unsubscribe_token(
             leeway=leeway_seconds,
             options={"require": ["exp", "iat", "sub", "aud"]},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise AuthError("expired", "the unsubscribe link has expired") from exc
-    except jwt.InvalidSignatureError as exc:
-        raise AuthError("bad_signature", "the token signature is not valid") from exc
-    except jwt.DecodeError as exc:
-        raise AuthError("malformed", "the token is not a well-formed JWT") from exc
     except jwt.InvalidTokenError as exc:
-        raise AuthError("invalid_claims", f"the token claims are not valid: {exc}") from exc
+        raise decode_error(exc, expired="the unsubscribe link has expired") from exc
     check_lifetime(payload, settings.unsubscribe_token_max_lifetime_seconds, leeway_seconds)
     subject = payload.get("sub")
     scope = payload.get("scope")
